@@ -1,0 +1,252 @@
+"""The ``mlstack`` command: parse, call the library, render. Nothing heavy at import time.
+
+Exit codes: 0 ok, 1 failure, 2 bad input. Errors print one line; ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from provisioner.errors import MlstackError, UsageError
+
+SPEC = click.Path(path_type=Path, dir_okay=True, exists=False)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.version_option(package_name="mlstack")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Provision whole MLOps stacks from one spec file, run pipelines on them, tear them down."""
+    ctx.obj = {"debug": debug}
+
+
+@cli.command()
+@click.argument("spec_file", type=SPEC)
+def validate(spec_file: Path) -> None:
+    """Check a stack spec and show it with every default filled in."""
+    from provisioner.spec import load_spec
+
+    spec = load_spec(spec_file)
+    flavors = ", ".join(
+        f"{name}={getattr(spec.components, name).flavor.value}"
+        for name in type(spec.components).model_fields
+    )
+    click.echo(f"{spec_file}: valid — stack {spec.name!r} on {spec.provider.value} ({flavors})")
+
+
+@cli.command()
+@click.argument("spec_file", type=SPEC)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plan(spec_file: Path, as_json: bool) -> None:
+    """Show what `up` would start, stop or change. Changes nothing."""
+    from provisioner import api
+    from provisioner.spec import load_spec
+
+    result = api.plan(load_spec(spec_file))
+    if as_json:
+        from provisioner.render import print_json
+
+        print_json(result.model_dump(mode="json") | {"summary": result.summary()})
+        return
+    from rich.table import Table
+
+    from provisioner.render import console, styled
+
+    table = Table(title=f"plan for stack {result.stack} ({result.provider})", box=None)
+    for col in ("component", "resource", "action", "reason", "settings"):
+        table.add_column(col)
+    for c in result.changes:
+        settings = ", ".join(f"{k}={v}" for k, v in c.details.items())
+        table.add_row(c.component, c.resource, styled(c.action), c.reason, settings)
+    out = console()
+    out.print(table)
+    out.print(f"Plan: {result.summary()}.")
+
+
+@cli.command()
+@click.argument("spec_file", type=SPEC)
+@click.option("--json", "as_json", is_flag=True, help="Print the outputs as JSON at the end.")
+def up(spec_file: Path, as_json: bool) -> None:
+    """Create or converge a stack; live progress per service, then its outputs."""
+    from provisioner import api
+    from provisioner.render import LiveProgress, print_json
+    from provisioner.spec import load_spec
+
+    spec = load_spec(spec_file)
+    with LiveProgress(f"mlstack up {spec.name}") as progress:
+        result = api.up(spec, progress=progress, spec_path=str(spec_file.resolve()))
+    if as_json:
+        print_json(result.outputs.public())
+        return
+    if result.changed:
+        click.echo(f"stack {spec.name} is up in {result.seconds:.1f}s: {', '.join(result.changed)}")
+    else:
+        click.echo(f"stack {spec.name} is up: no changes ({len(result.unchanged)} unchanged)")
+    _print_outputs(result.outputs.public())
+
+
+def _print_outputs(data: dict[str, Any]) -> None:
+    for component, value in data.items():
+        if isinstance(value, dict):
+            shown = ", ".join(f"{k}={v}" for k, v in value.items() if v not in (None, {}, []))
+            click.echo(f"  {component}: {shown}")
+        elif value is not None:
+            click.echo(f"  {component}: {value}")
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--all", "show_all", is_flag=True, help="Include destroyed stacks.")
+def status(name: str | None, as_json: bool, show_all: bool) -> None:
+    """Every stack (or one): provider, status, age, TTL, each service and its health."""
+    from provisioner import api
+    from provisioner.render import age, print_json, styled, ttl_left
+    from provisioner.state import StateRegistry
+
+    registry = StateRegistry()
+    records = [api.record(name, registry)] if name else registry.list()
+    if not name and not show_all:
+        records = [r for r in records if r.status != "destroyed"]
+    rows = []
+    for rec in records:
+        services = api.status(rec, registry)
+        rows.append((rec, services))
+    if as_json:
+        print_json(
+            [
+                {
+                    "name": rec.name,
+                    "stack_id": rec.stack_id,
+                    "provider": rec.provider,
+                    "status": rec.status,
+                    "created_at": rec.created_at,
+                    "updated_at": rec.updated_at,
+                    "expires_at": rec.expires_at,
+                    "ttl": rec.ttl,
+                    "services": [s.model_dump(mode="json") for s in services],
+                    "events": [e.model_dump(mode="json") for e in rec.events[-10:]],
+                }
+                for rec, services in rows
+            ]
+        )
+        return
+    if not rows:
+        click.echo("no stacks; create one with `mlstack up SPEC_FILE`")
+        return
+    from rich.table import Table
+
+    from provisioner.render import console
+
+    out = console()
+    for rec, services in rows:
+        out.print(
+            f"[bold]{rec.name}[/]  {rec.provider}  {styled(rec.status)}  age {age(rec.created_at)}"
+            f"  ttl {ttl_left(rec.expires_at)}  id {rec.stack_id}"
+        )
+        if services:
+            table = Table(box=None, pad_edge=False, show_header=True)
+            for col in ("service", "state", "pid", "url", "detail"):
+                table.add_column(col)
+            for s in services:
+                table.add_row(s.name, styled(s.state), str(s.pid or "-"), s.url or "-", s.detail)
+            out.print(table)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--show-secrets", is_flag=True, help="Reveal secret outputs (metadata token).")
+def outputs(name: str, as_json: bool, show_secrets: bool) -> None:
+    """The stack's outputs: what runs and steps use to reach each component."""
+    from provisioner import api
+    from provisioner.render import print_json
+
+    out = api.outputs(name, resolve_secrets=show_secrets)
+    data = out.revealed() if show_secrets else out.public()
+    if not show_secrets:
+        data["metadata"]["token"] = "(secret: use --show-secrets)"
+    if as_json:
+        print_json(data)
+    else:
+        _print_outputs(data)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def down(name: str, yes: bool) -> None:
+    """Stop and remove everything of a stack; its record stays, marked destroyed."""
+    from provisioner import api
+    from provisioner.render import LiveProgress
+
+    api.record(name)  # a clear error for an unknown name before asking anything
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError(f"refusing to destroy {name!r} without --yes (no terminal to ask)")
+        click.confirm(f"Destroy stack {name!r} and all its data?", abort=True)
+    with LiveProgress(f"mlstack down {name}") as progress:
+        result = api.down(name, progress=progress)
+    click.echo(f"stack {name} destroyed in {result.seconds:.1f}s")
+    for item in result.kept:
+        click.echo(f"  kept: {item}")
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of the stack spec (for editor completion and checks)."""
+    import json
+
+    from provisioner.spec import StackSpec
+
+    click.echo(json.dumps(StackSpec.model_json_schema(), indent=2))
+
+
+from provisioner.cli_secrets import secret  # noqa: E402 - registers the group below
+
+cli.add_command(secret)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one clean line per error, tracebacks only with --debug."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="mlstack", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        if debug:
+            raise
+        code, line = _describe(exc)
+        click.echo(f"error: {line}", err=True)
+        sys.exit(code)
+    sys.exit(0)
+
+
+def _describe(exc: Exception) -> tuple[int, str]:
+    """Exit code and one line for any error; runner errors are recognised by duck type."""
+    if isinstance(exc, MlstackError) or hasattr(exc, "headline"):
+        code = int(getattr(exc, "exit_code", 1))
+        return code, " ".join(str(exc).split("\n")[0:1]) + _tail(exc)
+    return 1, f"{type(exc).__name__}: {exc} (run with --debug for the traceback)"
+
+
+def _tail(exc: Exception) -> str:
+    """Multi-line headlines (log tails) print after the first line, indented."""
+    lines = str(exc).split("\n")
+    return "" if len(lines) == 1 else "\n" + "\n".join("  " + ln for ln in lines[1:])

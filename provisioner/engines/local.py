@@ -1,0 +1,283 @@
+"""The local engine: the embedded default stack of real local services.
+
+Converges idempotently: every service has a config hash; ``up`` starts what is missing or
+dead, restarts what changed, stops what the spec dropped, and leaves the rest alone. Daemons
+start in parallel; each must answer its health endpoint before ``up`` returns.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from provisioner.engines.base import Engine, PlannedChange, PlanResult, ServiceStatus
+from provisioner.errors import ServiceFailed, UsageError
+from provisioner.spec import StackSpec
+from provisioner.state import ServiceRecord, StackRecord, now
+from provisioner.supervisor import free_port, http_ok, is_alive, port_in_use, spawn, stop
+from provisioner.supervisor import wait_healthy as _wait_healthy
+from stacks.local import artifact_store, deployer, metadata, orchestrator, secrets_backend, tracker
+from stacks.local.base import LocalContext, ServiceDef
+from stacks.outputs import StackOutputs
+
+
+class LocalEngine(Engine):
+    """Runs the stack's services as supervised daemons under ``$MLSTACK_HOME/stacks/NAME``."""
+
+    provider = "local"
+
+    def stack_dir(self, name: str) -> Path:
+        return self.registry.home / "stacks" / name
+
+    def _context(self, spec: StackSpec) -> LocalContext:
+        return LocalContext(spec=spec, stack_dir=self.stack_dir(spec.name))
+
+    def _services(self, ctx: LocalContext, token: str) -> list[ServiceDef]:
+        found = [
+            artifact_store.service(ctx),
+            secrets_backend.service(ctx),
+            tracker.service(ctx),
+            metadata.service(ctx, token),
+            orchestrator.service(ctx),
+            deployer.service(ctx),
+        ]
+        return [s for s in found if s is not None]
+
+    # -- plan ---------------------------------------------------------------------------
+
+    def _plan(self, spec: StackSpec, record: StackRecord | None) -> PlanResult:
+        ctx = self._context(spec)
+        current = record.services if record and record.status != "destroyed" else {}
+        changes = [self._diff(svc, current.get(svc.name)) for svc in self._services(ctx, "")]
+        wanted = {c.resource for c in changes}
+        changes += [
+            PlannedChange(
+                component=old.component,
+                resource=name,
+                action="delete",
+                reason="no longer in the spec",
+            )
+            for name, old in current.items()
+            if name not in wanted
+        ]
+        return PlanResult(stack=spec.name, provider="local", changes=changes)
+
+    def _diff(self, svc: ServiceDef, old: ServiceRecord | None) -> PlannedChange:
+        kind = "process" if svc.is_process else "folder"
+        change = PlannedChange(
+            component=svc.component, resource=svc.name, action="create", type=kind
+        )
+        change.details = {k: v for k, v in svc.config.items() if not k.endswith("_hash")}
+        if svc.fixed_port:
+            change.details["port"] = svc.fixed_port
+        if old is None:
+            change.reason = "not running"
+        elif old.config_hash != svc.config_hash():
+            change.action, change.reason = "restart", "settings changed"
+        elif svc.is_process and not is_alive(old.pid, old.create_time):
+            change.action, change.reason = "start", f"process {old.pid} is gone"
+        elif not svc.is_process and svc.check and (problem := svc.check()):
+            change.action, change.reason = "start", problem
+        else:
+            change.action, change.reason = "unchanged", "running with the same settings"
+        return change
+
+    # -- up -----------------------------------------------------------------------------
+
+    def _up(
+        self, spec: StackSpec, record: StackRecord
+    ) -> tuple[list[str], list[str], StackOutputs]:
+        ctx = self._context(spec)
+        ctx.stack_dir.mkdir(parents=True, exist_ok=True)
+        # The secrets backend comes first: the metadata server's token lives in it.
+        store_svc = secrets_backend.service(ctx)
+        assert store_svc.prepare is not None
+        store_svc.prepare()
+        store = secrets_backend.store(ctx)
+        token = store.get(metadata.TOKEN_SECRET)
+        if token is None:
+            token = secrets.token_urlsafe(32)
+            store.set(metadata.TOKEN_SECRET, token)
+
+        services = {s.name: s for s in self._services(ctx, token)}
+        plan = self._plan(spec, record)
+        changed: list[str] = []
+        unchanged: list[str] = []
+        for change in plan.changes:
+            if change.action == "delete":
+                old = record.services.pop(change.resource)
+                self.progress.update(change.resource, "stopping")
+                stop(old.pid, old.create_time)
+                self.progress.update(change.resource, "stopped", change.reason)
+                changed.append(change.resource)
+            elif change.action == "unchanged":
+                unchanged.append(change.resource)
+                self.progress.update(change.resource, "unchanged", change.reason)
+            else:
+                changed.append(change.resource)
+        self.registry.save(record)
+
+        to_start = [services[name] for name in changed if name in services]
+        self._converge(ctx, record, to_start)
+        return changed, unchanged, self._outputs(ctx, record)
+
+    def _converge(self, ctx: LocalContext, record: StackRecord, todo: list[ServiceDef]) -> None:
+        for svc in todo:  # stop changed or stale ones first, keeping their port if automatic
+            old = record.services.get(svc.name)
+            if old and svc.is_process:
+                self.progress.update(svc.name, "stopping", "settings changed")
+                stop(old.pid, old.create_time)
+        passive = [s for s in todo if not s.is_process]
+        for svc in passive:
+            self.progress.update(svc.name, "starting")
+            if svc.prepare:
+                svc.prepare()
+            problem = svc.check() if svc.check else None
+            if problem:
+                raise ServiceFailed(f"{svc.name}: {problem}")
+            record.services[svc.name] = ServiceRecord(
+                name=svc.name, component=svc.component, config_hash=svc.config_hash()
+            )
+            self.progress.update(svc.name, "ready")
+        processes = [s for s in todo if s.is_process]
+        if not processes:
+            return
+        ports = {s.name: self._port_for(s, record.services.get(s.name)) for s in processes}
+        with ThreadPoolExecutor(max_workers=len(processes)) as pool:
+            futures = {
+                s.name: pool.submit(self._start_one, ctx, s, ports[s.name]) for s in processes
+            }
+            errors: list[BaseException] = []
+            for name, future in futures.items():
+                try:
+                    record.services[name] = future.result()
+                except BaseException as exc:
+                    record.services.pop(name, None)
+                    errors.append(exc)
+            self.registry.save(record)
+        if errors:
+            raise errors[0]
+
+    def _port_for(self, svc: ServiceDef, old: ServiceRecord | None) -> int:
+        if svc.fixed_port:
+            if port_in_use(svc.fixed_port):
+                raise UsageError(
+                    f"components.{svc.component}.port: port {svc.fixed_port} is in use by"
+                    " another process",
+                    "choose another port, or remove the setting to pick a free one",
+                )
+            return svc.fixed_port
+        if old and old.port and not port_in_use(old.port):
+            return old.port
+        return free_port()
+
+    def _start_one(self, ctx: LocalContext, svc: ServiceDef, port: int) -> ServiceRecord:
+        assert svc.argv is not None
+        self.progress.update(svc.name, "starting", f"port {port}")
+        if svc.prepare:
+            svc.prepare()
+        log = ctx.path("logs", f"{svc.name}.log")
+        daemon = spawn(svc.argv(port), log=log, cwd=ctx.stack_dir, env=svc.env)
+        time.monotonic()
+        try:
+            _wait_healthy(
+                svc.name,
+                daemon,
+                f"http://127.0.0.1:{port}{svc.health_path}",
+                log,
+                svc.start_timeout,
+            )
+        except ServiceFailed as exc:
+            self.progress.update(svc.name, "failed", exc.headline.splitlines()[0])
+            raise
+        self.progress.update(svc.name, "healthy")
+        return ServiceRecord(
+            name=svc.name,
+            component=svc.component,
+            config_hash=svc.config_hash(),
+            port=port,
+            pid=daemon.pid,
+            create_time=daemon.create_time,
+            log=str(log),
+            started_at=now(),
+        )
+
+    def _outputs(self, ctx: LocalContext, record: StackRecord) -> StackOutputs:
+        spec = ctx.spec
+        tracker_svc = record.services.get("tracker")
+        meta = record.services["metadata"]
+        assert meta.port is not None
+        return StackOutputs(
+            stack=spec.name,
+            stack_id=record.stack_id,
+            provider="local",
+            tags={"mlstack:stack": spec.name, "mlstack:stack-id": record.stack_id, **spec.tags},
+            artifact_store=artifact_store.outputs(ctx),
+            container_registry=deployer.registry_outputs(ctx),
+            orchestrator=orchestrator.outputs(ctx),
+            secrets=secrets_backend.outputs(ctx),
+            tracker=tracker.outputs(ctx, tracker_svc.port if tracker_svc else None),
+            deployer=deployer.outputs(ctx),
+            metadata=metadata.outputs(meta.port),
+        )
+
+    # -- down and status ----------------------------------------------------------------
+
+    def _down(self, record: StackRecord) -> tuple[list[str], list[str]]:
+        stopped: list[str] = []
+        processes = [s for s in record.services.values() if s.pid]
+
+        def stop_one(svc: ServiceRecord) -> str:
+            self.progress.update(svc.name, "stopping")
+            stop(svc.pid, svc.create_time)
+            self.progress.update(svc.name, "stopped")
+            return svc.name
+
+        if processes:
+            with ThreadPoolExecutor(max_workers=len(processes)) as pool:
+                stopped = list(pool.map(stop_one, processes))
+        kept: list[str] = []
+        custom = record.spec.get("components", {}).get("artifact_store", {}).get("path")
+        if custom:
+            kept.append(f"artifact store folder {custom} (set in the spec; not deleted)")
+        folder = self.stack_dir(record.name)
+        if folder.exists():
+            shutil.rmtree(folder)
+        self.progress.update("data", "stopped", f"removed {folder}")
+        return [*stopped, "artifact_store", "secrets"], kept
+
+    def _status(self, record: StackRecord) -> list[ServiceStatus]:
+        result: list[ServiceStatus] = []
+        for svc in record.services.values():
+            if svc.pid is None:
+                folder_ok = self.stack_dir(record.name).is_dir()
+                result.append(
+                    ServiceStatus(
+                        name=svc.name,
+                        component=svc.component,
+                        state="ready" if folder_ok else "missing",
+                    )
+                )
+                continue
+            url = f"http://127.0.0.1:{svc.port}"
+            if not is_alive(svc.pid, svc.create_time):
+                state, detail = "stopped", f"process {svc.pid} is gone; run `mlstack up` again"
+            elif http_ok(url + "/health"):
+                state, detail = "healthy", ""
+            else:
+                state, detail = "unhealthy", "health check failed"
+            result.append(
+                ServiceStatus(
+                    name=svc.name,
+                    component=svc.component,
+                    state=state,
+                    pid=svc.pid,
+                    port=svc.port,
+                    url=url,
+                    detail=detail,
+                )
+            )
+        return result

@@ -1,0 +1,53 @@
+"""The provisioner's exception tree.
+
+Foreign errors (Pulumi, boto3, OS) are translated into these in exactly one place per
+engine; the CLI prints ``str(err)`` as one line and exits with ``exit_code``.
+"""
+
+from __future__ import annotations
+
+
+class MlstackError(Exception):
+    """Base of every error mlstack raises on purpose: a headline plus an optional hint."""
+
+    exit_code = 1
+
+    def __init__(self, headline: str, hint: str | None = None) -> None:
+        super().__init__(headline)
+        self.headline = headline
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.headline} ({self.hint})" if self.hint else self.headline
+
+
+class SpecError(MlstackError):
+    """The stack spec file is missing, unreadable or invalid."""
+
+    exit_code = 2
+
+
+class UsageError(MlstackError):
+    """The command was given something it cannot act on (unknown stack, bad argument)."""
+
+    exit_code = 2
+
+
+class StateError(MlstackError):
+    """The state registry is unreadable or corrupted."""
+
+
+class StackLocked(MlstackError):
+    """Another mlstack process is changing the same stack."""
+
+
+class ServiceFailed(MlstackError):
+    """A local service did not start or did not become healthy."""
+
+
+class EngineError(MlstackError):
+    """An engine failed to converge or destroy a stack."""
+
+
+class SecretsError(MlstackError):
+    """The secrets backend refused an operation or a secret is missing."""

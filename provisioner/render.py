@@ -1,0 +1,119 @@
+"""Terminal rendering for the CLI: rich tables and live progress. Imported only by commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+STYLES = {
+    "healthy": "green",
+    "ready": "green",
+    "unchanged": "dim",
+    "starting": "yellow",
+    "stopping": "yellow",
+    "waiting": "dim",
+    "stopped": "cyan",
+    "failed": "bold red",
+    "unhealthy": "red",
+    "missing": "red",
+    "up": "green",
+    "destroyed": "dim",
+    "creating": "yellow",
+    "destroying": "yellow",
+    "degraded": "red",
+    "create": "green",
+    "start": "green",
+    "restart": "yellow",
+    "delete": "red",
+}
+
+
+def console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def styled(word: str) -> str:
+    style = STYLES.get(word)
+    return f"[{style}]{word}[/]" if style else word
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def age(when: datetime | None) -> str:
+    if when is None:
+        return "-"
+    seconds = (datetime.now(UTC) - when).total_seconds()
+    return human_seconds(seconds)
+
+
+def human_seconds(seconds: float) -> str:
+    if seconds < 0:
+        return "expired"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m"
+    if seconds < 86400:
+        return f"{seconds // 3600:.0f}h{(seconds % 3600) // 60:02.0f}m"
+    return f"{seconds // 86400:.0f}d{(seconds % 86400) // 3600:.0f}h"
+
+
+def ttl_left(expires_at: datetime | None) -> str:
+    if expires_at is None:
+        return "none"
+    return human_seconds((expires_at - datetime.now(UTC)).total_seconds())
+
+
+class LiveProgress:
+    """Progress sink: one row per service (state, detail, elapsed time).
+
+    On a terminal it is a live table; otherwise (CI logs, pipes) one line per change. Nothing
+    is drawn until the first update, so an early error prints alone.
+    """
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.rows: dict[str, tuple[str, str, float, float | None]] = {}
+        self.console = console(stderr=True)
+        self.live: Live | None = None
+
+    def __enter__(self) -> LiveProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.update(self._table())
+            self.live.__exit__(None, None, None)
+
+    def update(self, item: str, state: str, detail: str = "") -> None:
+        started = self.rows.get(item, ("", "", time.monotonic(), None))[2]
+        if state in ("starting", "stopping"):
+            started = time.monotonic()
+        finished = time.monotonic() if state not in ("starting", "stopping", "waiting") else None
+        self.rows[item] = (state, detail, started, finished)
+        if not self.console.is_terminal:
+            elapsed = f" {finished - started:.1f}s" if finished is not None else ""
+            self.console.print(f"{item}: {styled(state)}{elapsed} {detail}".rstrip())
+            return
+        if self.live is None:
+            self.live = Live(console=self.console, refresh_per_second=8)
+            self.live.__enter__()
+        self.live.update(self._table())
+
+    def _table(self) -> Table:
+        table = Table(title=self.title, title_justify="left", box=None, pad_edge=False)
+        for col in ("service", "state", "time", "detail"):
+            table.add_column(col)
+        for item, (state, detail, started, finished) in self.rows.items():
+            elapsed = (finished or time.monotonic()) - started
+            table.add_row(item, styled(state), f"{elapsed:.1f}s", detail)
+        return table

@@ -1,0 +1,182 @@
+"""The state registry: one TinyDB record per stack under ``$MLSTACK_HOME``.
+
+Writes are atomic (temp file + fsync + rename) and serialised across processes with a file
+lock; a corrupted file raises :class:`StateError` and is never overwritten. A separate
+non-blocking per-stack lock keeps two commands from changing the same stack at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from filelock import FileLock, Timeout
+from pydantic import BaseModel, Field
+from tinydb import Query, TinyDB
+from tinydb.storages import Storage
+
+from provisioner.errors import StackLocked, StateError
+
+Status = Literal["creating", "up", "degraded", "failed", "destroying", "destroyed"]
+MAX_EVENTS = 200
+
+
+def mlstack_home() -> Path:
+    """``$MLSTACK_HOME`` or ``~/.mlstack``, read per call (no import-time globals)."""
+    return Path(os.environ.get("MLSTACK_HOME") or Path.home() / ".mlstack").expanduser()
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    at: datetime = Field(default_factory=now)
+    kind: str
+    message: str
+
+
+class ServiceRecord(BaseModel):
+    """A supervised local process (or a passive resource such as a folder)."""
+
+    name: str
+    component: str
+    config_hash: str
+    port: int | None = None
+    pid: int | None = None
+    create_time: float | None = None
+    log: str | None = None
+    started_at: datetime | None = None
+
+
+class StackRecord(BaseModel):
+    """What mlstack knows about one stack. Holds no secret value."""
+
+    name: str
+    stack_id: str
+    provider: str
+    status: Status
+    spec: dict[str, Any]
+    spec_hash: str
+    spec_path: str | None = None
+    outputs: dict[str, Any] | None = None
+    services: dict[str, ServiceRecord] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=now)
+    updated_at: datetime = Field(default_factory=now)
+    expires_at: datetime | None = None
+    ttl: str | None = None
+    events: list[Event] = Field(default_factory=list)
+
+    def log(self, kind: str, message: str) -> None:
+        self.events.append(Event(kind=kind, message=message))
+        del self.events[:-MAX_EVENTS]
+
+
+class AtomicJSONStorage(Storage):
+    """TinyDB storage that never leaves a half-written file and refuses corrupt ones."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def read(self) -> dict[str, dict[str, Any]] | None:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StateError(f"state file {self.path} cannot be read: {exc.strerror}") from None
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise ValueError("top level is not an object")
+        except ValueError as exc:
+            raise StateError(
+                f"state file {self.path} is corrupted ({str(exc).splitlines()[0]}); it was"
+                " left untouched",
+                f"inspect it, or move it aside (mv {self.path} {self.path}.bak) to start over",
+            ) from None
+        return data
+
+    def write(self, data: dict[str, dict[str, Any]]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(data, fh, indent=1, sort_keys=True, default=str)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def close(self) -> None:
+        pass
+
+
+class StateRegistry:
+    """All stack records; every method is one short locked transaction."""
+
+    def __init__(self, home: Path | None = None) -> None:
+        self.home = home or mlstack_home()
+        self.path = self.home / "state.json"
+        self._lock = FileLock(str(self.path) + ".lock", timeout=60)
+
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[Any]:
+        self.home.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            db = TinyDB(str(self.path), storage=AtomicJSONStorage)
+            try:
+                yield db.table("stacks")
+            finally:
+                db.close()
+
+    def get(self, name: str) -> StackRecord | None:
+        with self._db() as table:
+            doc = table.get(Query().name == name)
+        return StackRecord.model_validate(doc) if doc else None
+
+    def list(self) -> list[StackRecord]:
+        with self._db() as table:
+            docs = table.all()
+        return sorted((StackRecord.model_validate(d) for d in docs), key=lambda r: r.name)
+
+    def save(self, record: StackRecord) -> None:
+        record.updated_at = now()
+        doc = record.model_dump(mode="json")
+        with self._db() as table:
+            table.upsert(doc, Query().name == record.name)
+
+    def check_readable(self) -> None:
+        """Raise StateError now if the state file is corrupted."""
+        with self._db() as table:
+            table.all()
+
+    @contextlib.contextmanager
+    def stack_lock(self, name: str) -> Iterator[None]:
+        """Hold the per-stack change lock; fail at once if another process holds it."""
+        locks = self.home / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        owner = locks / f"{name}.owner"
+        lock = FileLock(str(locks / f"{name}.lock"), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            holder = owner.read_text().strip() if owner.exists() else "another process"
+            raise StackLocked(
+                f"stack {name!r} is locked: another mlstack command ({holder}) is changing it",
+                "wait for that command to finish, then run this one again",
+            ) from None
+        try:
+            owner.write_text(f"pid {os.getpid()} since {now():%H:%M:%S}")
+            yield
+        finally:
+            owner.unlink(missing_ok=True)
+            lock.release()

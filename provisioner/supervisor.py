@@ -1,0 +1,171 @@
+"""Supervised local daemons: start in their own process group, check, stop.
+
+A daemon is identified by pid *and* process start time, so a pid reused after a crash or a
+reboot is never mistaken for the service.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from provisioner.errors import ServiceFailed
+
+
+@dataclass(frozen=True)
+class Daemon:
+    """A running process: pid plus its start time (psutil ``create_time``)."""
+
+    pid: int
+    create_time: float
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def log_tail(path: str | Path | None, lines: int = 15) -> str:
+    """The last lines of a log file, or '' when there is none."""
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 16384))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def spawn(
+    argv: Sequence[str], *, log: Path, cwd: Path, env: Mapping[str, str] | None = None
+) -> Daemon:
+    """Start ``argv`` as a daemon in a new session, output appended to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            list(argv),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            env=full_env,
+            start_new_session=True,
+        )
+    # The daemon outlives this Popen object; keep Python from warning that it is running.
+    proc.returncode = 0
+    return Daemon(pid=proc.pid, create_time=psutil.Process(proc.pid).create_time())
+
+
+def is_alive(pid: int | None, create_time: float | None) -> bool:
+    """True when ``pid`` runs and is the same process that was started (not a reused pid)."""
+    if not pid:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        if create_time is not None and abs(proc.create_time() - create_time) > 0.05:
+            return False
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    """True when GET ``url`` answers 2xx."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return 200 <= int(resp.status) < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def wait_healthy(name: str, daemon: Daemon, health_url: str, log: Path, timeout: float) -> float:
+    """Poll ``health_url`` until it answers; return seconds taken or raise ServiceFailed."""
+    start = time.monotonic()
+    delay = 0.05
+    while True:
+        if http_ok(health_url, timeout=1.0):
+            return time.monotonic() - start
+        if not is_alive(daemon.pid, daemon.create_time):
+            _reap(daemon.pid)
+            raise ServiceFailed(
+                f"{name} exited during start-up; last log lines:\n{log_tail(log)}",
+                f"full log: {log}",
+            )
+        if time.monotonic() - start > timeout:
+            stop(daemon.pid, daemon.create_time)
+            raise ServiceFailed(
+                f"{name} did not become healthy within {timeout:.0f}s; last log lines:\n"
+                f"{log_tail(log)}",
+                f"full log: {log}",
+            )
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.25)
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if ``pid`` is our child, so it does not linger as a zombie."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def stop(pid: int | None, create_time: float | None, grace: float = 5.0) -> None:
+    """Stop a daemon's whole process group: SIGTERM, then SIGKILL after ``grace`` seconds."""
+    if not pid or not is_alive(pid, create_time):
+        if pid:
+            _reap(pid)
+        return
+    group = [pid]
+    with contextlib.suppress(psutil.Error):
+        group += [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not any(_running(p) for p in group):
+            return
+        time.sleep(0.05)
+    _signal_group(pid, signal.SIGKILL)
+    for p in group:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(p, signal.SIGKILL)
+    _reap(pid)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(os.getpgid(pid), sig)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)

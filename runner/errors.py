@@ -1,0 +1,42 @@
+"""The runner's exception tree: every error carries a one-line headline and a hint."""
+
+from __future__ import annotations
+
+
+class RunnerError(Exception):
+    """Base of every error the runner raises on purpose.
+
+    ``str(err)`` is the one line the CLI prints; ``hint`` says what to do about it.
+    """
+
+    exit_code = 1
+
+    def __init__(self, headline: str, hint: str | None = None) -> None:
+        super().__init__(headline)
+        self.headline = headline
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.headline} ({self.hint})" if self.hint else self.headline
+
+
+class PipelineDefinitionError(RunnerError):
+    """The pipeline or a step is wrong before anything runs (cycle, missing input, ...)."""
+
+    exit_code = 2
+
+
+class MetadataError(RunnerError):
+    """The metadata server refused a request or could not be reached."""
+
+
+class ArtifactError(RunnerError):
+    """An artifact could not be written, read or verified."""
+
+
+class StepFailed(RunnerError):
+    """A step raised; carries the step name and the tail of its log."""
+
+
+class SecretNotFound(RunnerError):
+    """A secret named by a step is not in the stack's secrets backend."""

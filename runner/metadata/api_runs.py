@@ -1,0 +1,257 @@
+"""Endpoints for pipelines, runs and steps, and the reaper of orphaned runs."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi import status as http
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from runner.metadata.db import SessionDep, commit_or_409, fetch_or_404
+from runner.metadata.models import Pipeline, Run, Step, utcnow
+from runner.metadata.schemas import (
+    TERMINAL_RUN_STATUSES,
+    TERMINAL_STEP_STATUSES,
+    PipelineCreate,
+    PipelineOut,
+    ReapRequest,
+    ReapResult,
+    RunCreate,
+    RunDetail,
+    RunOut,
+    RunStatus,
+    RunUpdate,
+    StepCreate,
+    StepOut,
+    StepStatus,
+    StepUpdate,
+)
+
+router = APIRouter()
+
+REAPED_ERROR = "driver process exited"
+
+
+def run_out(run: Run) -> RunOut:
+    """The response model of a run row (its pipeline is loaded with it)."""
+    return RunOut.model_validate({**_columns(run), "pipeline": run.pipeline.name})
+
+
+def _columns(row: Any) -> dict[str, Any]:
+    return {column.key: getattr(row, column.key) for column in row.__table__.columns}
+
+
+def _stamp(fields: dict[str, Any], row: Run | Step, terminal: frozenset[Any]) -> None:
+    """Fill ``started_at``/``ended_at`` from a status change unless the caller sent them."""
+    new_status = fields.get("status")
+    if new_status is None:
+        return
+    now = utcnow()
+    if new_status == "running" and row.started_at is None:
+        fields.setdefault("started_at", now)
+    if new_status in terminal and row.ended_at is None:
+        fields.setdefault("ended_at", now)
+
+
+def _changes(body: RunUpdate | StepUpdate) -> dict[str, Any]:
+    """The fields a PATCH sent; an explicit null status means "leave it"."""
+    fields = body.model_dump(exclude_unset=True)
+    if fields.get("status", "") is None:
+        del fields["status"]
+    return fields
+
+
+def _apply(row: Any, fields: dict[str, Any]) -> None:
+    for key, value in fields.items():
+        setattr(row, key, value.value if isinstance(value, RunStatus | StepStatus) else value)
+
+
+def _get_or_create_pipeline(session: Session, name: str) -> Pipeline:
+    found = session.scalars(select(Pipeline).where(Pipeline.name == name)).first()
+    if found is not None:
+        return found
+    pipeline = Pipeline(name=name)
+    session.add(pipeline)
+    try:
+        session.commit()
+    except IntegrityError:
+        # Another request created it between our select and insert.
+        session.rollback()
+        return session.scalars(select(Pipeline).where(Pipeline.name == name)).one()
+    return pipeline
+
+
+# --- pipelines ------------------------------------------------------------------------------
+
+
+@router.post("/pipelines", tags=["pipelines"])
+def create_pipeline(body: PipelineCreate, session: SessionDep) -> PipelineOut:
+    """Get or create the pipeline called ``name``."""
+    return PipelineOut.model_validate(_get_or_create_pipeline(session, body.name))
+
+
+@router.get("/pipelines", tags=["pipelines"])
+def list_pipelines(session: SessionDep) -> list[PipelineOut]:
+    """All pipelines, by name."""
+    rows = session.scalars(select(Pipeline).order_by(Pipeline.name))
+    return [PipelineOut.model_validate(row) for row in rows]
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+
+@router.post("/runs", status_code=http.HTTP_201_CREATED, tags=["runs"])
+def create_run(body: RunCreate, session: SessionDep) -> RunOut:
+    """Record a new run (``pending``), creating its pipeline on first use."""
+    pipeline = _get_or_create_pipeline(session, body.pipeline)
+    run = Run(
+        pipeline=pipeline,
+        stack=body.stack,
+        status=RunStatus.PENDING.value,
+        params=body.params,
+        code_ref=body.code_ref,
+        driver_pid=body.driver_pid,
+    )
+    session.add(run)
+    session.commit()
+    return run_out(run)
+
+
+@router.get("/runs", tags=["runs"])
+def list_runs(
+    session: SessionDep,
+    stack: str | None = None,
+    pipeline: str | None = None,
+    status: RunStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> list[RunOut]:
+    """Runs, newest first, optionally filtered by stack, pipeline name and status."""
+    query = select(Run).join(Run.pipeline)
+    if stack is not None:
+        query = query.where(Run.stack == stack)
+    if pipeline is not None:
+        query = query.where(Pipeline.name == pipeline)
+    if status is not None:
+        query = query.where(Run.status == status.value)
+    query = query.order_by(Run.created_at.desc(), Run.id).limit(limit)
+    return [run_out(run) for run in session.scalars(query).unique()]
+
+
+@router.post("/runs/reap", tags=["runs"])
+def reap_runs(session: SessionDep, body: ReapRequest | None = None) -> ReapResult:
+    """Fail the unfinished runs whose driver process no longer exists on this host."""
+    query = select(Run).where(
+        Run.status.in_([RunStatus.PENDING.value, RunStatus.RUNNING.value]),
+        Run.driver_pid.is_not(None),
+    )
+    if body is not None and body.stack is not None:
+        query = query.where(Run.stack == body.stack)
+    reaped: list[str] = []
+    now = utcnow()
+    for run in session.scalars(query).unique():
+        if run.driver_pid is None or pid_alive(run.driver_pid):
+            continue
+        run.status = RunStatus.FAILED.value
+        run.error = REAPED_ERROR
+        run.ended_at = run.ended_at or now
+        unfinished = [StepStatus.PENDING.value, StepStatus.RUNNING.value]
+        for step in session.scalars(
+            select(Step).where(Step.run_id == run.id, Step.status.in_(unfinished))
+        ):
+            step.status = StepStatus.CANCELLED.value
+            step.ended_at = step.ended_at or now
+        reaped.append(run.id)
+    session.commit()
+    return ReapResult(run_ids=reaped)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (a zombie counts as exited)."""
+    if pid <= 0:
+        return False  # os.kill(0 or -n, ...) would address a process group
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, it just belongs to another user
+    if sys.platform.startswith("linux"):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                # "pid (comm) S ...": the state letter follows the last ')'.
+                state = stat.read().rpartition(b")")[2].split()[0]
+        except (OSError, IndexError):
+            return True
+        return state not in (b"Z", b"X")
+    return True
+
+
+@router.get("/runs/{run_id}", tags=["runs"])
+def get_run(run_id: str, session: SessionDep) -> RunDetail:
+    """A run with its steps."""
+    run = fetch_or_404(session, Run, run_id, "run")
+    steps = _steps_of(session, run_id)
+    return RunDetail.model_validate({**run_out(run).model_dump(), "steps": steps})
+
+
+@router.patch("/runs/{run_id}", tags=["runs"])
+def update_run(run_id: str, body: RunUpdate, session: SessionDep) -> RunOut:
+    """Change the fields sent; a status change also stamps started_at/ended_at if unset."""
+    run = fetch_or_404(session, Run, run_id, "run")
+    fields = _changes(body)
+    _stamp(fields, run, TERMINAL_RUN_STATUSES)
+    _apply(run, fields)
+    session.commit()
+    return run_out(run)
+
+
+# --- steps ----------------------------------------------------------------------------------
+
+
+def _steps_of(session: Session, run_id: str) -> list[StepOut]:
+    rows = session.scalars(
+        select(Step).where(Step.run_id == run_id).order_by(Step.created_at, Step.name)
+    )
+    return [StepOut.model_validate(row) for row in rows]
+
+
+@router.post("/runs/{run_id}/steps", status_code=http.HTTP_201_CREATED, tags=["steps"])
+def create_step(run_id: str, body: StepCreate, session: SessionDep) -> StepOut:
+    """Record a step of a run; its name must be new within the run."""
+    fetch_or_404(session, Run, run_id, "run")
+    fields: dict[str, Any] = {"status": body.status}
+    step = Step(run_id=run_id, name=body.name, spec=body.spec, cache_key=body.cache_key)
+    _stamp(fields, step, TERMINAL_STEP_STATUSES)
+    _apply(step, fields)
+    session.add(step)
+    commit_or_409(session, f"run {run_id!r} already has a step named {body.name!r}")
+    return StepOut.model_validate(step)
+
+
+@router.get("/runs/{run_id}/steps", tags=["steps"])
+def list_steps(run_id: str, session: SessionDep) -> list[StepOut]:
+    """The steps of a run, in creation order."""
+    fetch_or_404(session, Run, run_id, "run")
+    return _steps_of(session, run_id)
+
+
+@router.get("/steps/{step_id}", tags=["steps"])
+def get_step(step_id: str, session: SessionDep) -> StepOut:
+    """One step."""
+    return StepOut.model_validate(fetch_or_404(session, Step, step_id, "step"))
+
+
+@router.patch("/steps/{step_id}", tags=["steps"])
+def update_step(step_id: str, body: StepUpdate, session: SessionDep) -> StepOut:
+    """Change the fields sent; a status change also stamps started_at/ended_at if unset."""
+    step = fetch_or_404(session, Step, step_id, "step")
+    fields = _changes(body)
+    _stamp(fields, step, TERMINAL_STEP_STATUSES)
+    _apply(step, fields)
+    session.commit()
+    return StepOut.model_validate(step)

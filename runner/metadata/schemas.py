@@ -1,0 +1,297 @@
+"""Request and response models of the metadata API, shared by the server and the client.
+
+This module imports pydantic only (no FastAPI, no SQLAlchemy) so the client stays light.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RunStatus(StrEnum):
+    """Lifecycle of a pipeline run."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class StepStatus(StrEnum):
+    """Lifecycle of one step of a run; ``cached`` means its outputs were reused."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CACHED = "cached"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+class DeploymentStatus(StrEnum):
+    """Lifecycle of a model deployment."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+class Direction(StrEnum):
+    """Which way an artifact flows through a step."""
+
+    INPUT = "input"
+    OUTPUT = "output"
+
+
+TERMINAL_RUN_STATUSES = frozenset(
+    {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED},
+)
+TERMINAL_STEP_STATUSES = frozenset(
+    {
+        StepStatus.COMPLETED,
+        StepStatus.FAILED,
+        StepStatus.CACHED,
+        StepStatus.SKIPPED,
+        StepStatus.CANCELLED,
+    },
+)
+LIVE_DEPLOYMENT_STATUSES = frozenset({DeploymentStatus.STARTING, DeploymentStatus.RUNNING})
+
+NameStr = Annotated[str, Field(min_length=1, max_length=255)]
+KeyStr = Annotated[str, Field(min_length=1, max_length=255)]
+Pid = Annotated[int, Field(gt=0)]  # 0 or a negative pid would signal a whole process group
+
+
+class _In(BaseModel):
+    """Request bodies reject unknown fields, so a typo is a 422 instead of a silent no-op."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Out(BaseModel):
+    """Response bodies are read from ORM rows on the server and from JSON on the client."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+# --- pipelines ------------------------------------------------------------------------------
+
+
+class PipelineCreate(_In):
+    """``POST /pipelines``: get-or-create a pipeline by name."""
+
+    name: NameStr
+
+
+class PipelineOut(_Out):
+    """A pipeline: a named family of runs."""
+
+    id: str
+    name: str
+    created_at: datetime
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+
+class RunCreate(_In):
+    """``POST /runs``: start recording a run (created ``pending``)."""
+
+    pipeline: NameStr
+    stack: NameStr
+    params: dict[str, Any] = Field(default_factory=dict)
+    code_ref: str | None = None
+    driver_pid: Pid | None = None
+
+
+class RunUpdate(_In):
+    """``PATCH /runs/{id}``: only the fields sent are changed."""
+
+    status: RunStatus | None = None
+    error: str | None = None
+    tracker_run_id: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    driver_pid: Pid | None = None
+
+
+class RunOut(_Out):
+    """A run as stored; ``pipeline`` is the pipeline's name."""
+
+    id: str
+    pipeline_id: str
+    pipeline: str
+    stack: str
+    status: RunStatus
+    params: dict[str, Any]
+    code_ref: str | None
+    tracker_run_id: str | None
+    driver_pid: int | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+
+
+class ReapRequest(_In):
+    """``POST /runs/reap``: optionally only the runs of one stack."""
+
+    stack: str | None = None
+
+
+class ReapResult(_Out):
+    """Ids of the runs marked failed because their driver process was gone."""
+
+    run_ids: list[str]
+
+
+# --- steps ----------------------------------------------------------------------------------
+
+
+class StepCreate(_In):
+    """``POST /runs/{id}/steps``: a step's name is unique within its run."""
+
+    name: NameStr
+    spec: dict[str, Any] = Field(default_factory=dict)
+    cache_key: KeyStr | None = None
+    status: StepStatus = StepStatus.PENDING
+
+
+class StepUpdate(_In):
+    """``PATCH /steps/{id}``: only the fields sent are changed."""
+
+    status: StepStatus | None = None
+    error: str | None = None
+    cache_key: KeyStr | None = None
+    log_uri: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+class StepOut(_Out):
+    """A step of a run; ``spec`` is whatever the runner needs to execute it."""
+
+    id: str
+    run_id: str
+    name: str
+    status: StepStatus
+    spec: dict[str, Any]
+    cache_key: str | None
+    error: str | None
+    log_uri: str | None
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+
+
+class RunDetail(RunOut):
+    """A run with its steps, in creation order."""
+
+    steps: list[StepOut]
+
+
+# --- artifacts and lineage ------------------------------------------------------------------
+
+
+class ArtifactCreate(_In):
+    """``POST /artifacts``: with ``producer_step_id`` the output edge is recorded too."""
+
+    uri: str = Field(min_length=1)
+    content_hash: NameStr
+    size: int = Field(ge=0)
+    name: NameStr
+    type_name: NameStr
+    materializer: NameStr
+    producer_step_id: str | None = None
+
+
+class ArtifactOut(_Out):
+    """A stored artifact; ``name`` is the output name of the step that produced it."""
+
+    id: str
+    uri: str
+    content_hash: str
+    size: int
+    name: str
+    type_name: str
+    materializer: str
+    producer_step_id: str | None
+    created_at: datetime
+
+
+class InputCreate(_In):
+    """``POST /steps/{id}/inputs``: the step read ``artifact_id`` as its input ``name``."""
+
+    artifact_id: str
+    name: NameStr
+
+
+class LineageEdge(_Out):
+    """One edge of a run's lineage graph."""
+
+    step_id: str
+    step_name: str
+    artifact_id: str
+    artifact_uri: str
+    direction: Direction
+    name: str
+
+
+class CacheHit(_Out):
+    """The newest completed step with a cache key, and its outputs by output name."""
+
+    step: StepOut
+    outputs: dict[str, ArtifactOut]
+
+
+# --- deployments ----------------------------------------------------------------------------
+
+
+class DeploymentCreate(_In):
+    """``POST /deployments``: a name is unique among a stack's live deployments."""
+
+    name: NameStr
+    stack: NameStr
+    model_name: NameStr
+    model_version: str = Field(min_length=1, max_length=64)
+    endpoint_url: str | None = None
+    status: DeploymentStatus = DeploymentStatus.STARTING
+    run_id: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class DeploymentUpdate(_In):
+    """``PATCH /deployments/{id}``: ``details`` are merged key by key (null removes a key)."""
+
+    status: DeploymentStatus | None = None
+    endpoint_url: str | None = None
+    details: dict[str, Any] | None = None
+
+
+class DeploymentOut(_Out):
+    """A model served as a prediction endpoint by a stack's deployer."""
+
+    id: str
+    name: str
+    stack: str
+    model_name: str
+    model_version: str
+    endpoint_url: str | None
+    status: DeploymentStatus
+    run_id: str | None
+    details: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class HealthOut(BaseModel):
+    """``GET /health``."""
+
+    status: str = "ok"
