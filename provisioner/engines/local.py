@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,10 +16,18 @@ from provisioner.engines.base import Engine, PlannedChange, PlanResult, ServiceS
 from provisioner.errors import ServiceFailed, UsageError
 from provisioner.spec import StackSpec
 from provisioner.state import ServiceRecord, StackRecord, now
-from provisioner.supervisor import free_port, http_ok, is_alive, port_in_use, spawn, stop
-from provisioner.supervisor import wait_healthy as _wait_healthy
 from stacks.local import artifact_store, deployer, metadata, orchestrator, secrets_backend, tracker
 from stacks.local.base import LocalContext, ServiceDef
+from stacks.local.supervisor import (
+    DaemonFailed,
+    free_port,
+    http_ok,
+    is_alive,
+    port_in_use,
+    spawn,
+    stop,
+    wait_healthy,
+)
 from stacks.outputs import StackOutputs
 
 
@@ -181,18 +188,17 @@ class LocalEngine(Engine):
             svc.prepare()
         log = ctx.path("logs", f"{svc.name}.log")
         daemon = spawn(svc.argv(port), log=log, cwd=ctx.stack_dir, env=svc.env)
-        time.monotonic()
         try:
-            _wait_healthy(
+            wait_healthy(
                 svc.name,
                 daemon,
                 f"http://127.0.0.1:{port}{svc.health_path}",
                 log,
                 svc.start_timeout,
             )
-        except ServiceFailed as exc:
+        except DaemonFailed as exc:
             self.progress.update(svc.name, "failed", exc.headline.splitlines()[0])
-            raise
+            raise ServiceFailed(exc.headline, exc.hint) from None
         self.progress.update(svc.name, "healthy")
         return ServiceRecord(
             name=svc.name,

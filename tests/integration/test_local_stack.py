@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from provisioner.supervisor import port_in_use
+from stacks.local.supervisor import port_in_use
 from tests.conftest import MLSTACK, run_cli
 
 pytestmark = pytest.mark.services
@@ -143,7 +143,7 @@ def test_changed_setting_restarts_only_that_service(home: Path, tmp_path: Path) 
         before = pids_of(status_json("it-change"))
         assert "tracker" not in before
         # Pin the metadata port: only the metadata server restarts, on that port.
-        from provisioner.supervisor import free_port
+        from stacks.local.supervisor import free_port
 
         port = free_port()
         write_spec(

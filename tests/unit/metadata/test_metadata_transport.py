@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -45,6 +46,11 @@ def _read_request(conn: socket.socket) -> bool:
     return True
 
 
+def _call(url: str, call: Callable[[MetadataClient], object]) -> None:
+    with MetadataClient(url, TOKEN, timeout=5) as client:
+        call(client)
+
+
 @pytest.fixture
 def scripted() -> Iterator[Starter]:
     """Start a one-thread HTTP server that answers as the handler says; returns its URL."""
@@ -63,13 +69,15 @@ def scripted() -> Iterator[Starter]:
                 except OSError:
                     return
                 with conn:
+                    conn.settimeout(5)
                     request = 0
-                    while _read_request(conn):
-                        answer = handler(index, request)
-                        if answer is None:
-                            break
-                        conn.sendall(answer)
-                        request += 1
+                    with contextlib.suppress(OSError):  # the client went away
+                        while _read_request(conn):
+                            answer = handler(index, request)
+                            if answer is None:
+                                break
+                            conn.sendall(answer)
+                            request += 1
                 index += 1
 
         thread = threading.Thread(target=serve, daemon=True)
@@ -79,6 +87,8 @@ def scripted() -> Iterator[Starter]:
 
     yield start
     stop.set()
+    with contextlib.suppress(OSError):
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() below
     listener.close()
     for thread in threads:
         thread.join(timeout=5)
@@ -87,25 +97,25 @@ def scripted() -> Iterator[Starter]:
 def test_reconnects_once_when_a_kept_alive_connection_is_dropped(scripted: Starter) -> None:
     # Connection 0 answers once, then closes on the second request without answering.
     url = scripted(lambda conn, req: None if (conn, req) == (0, 1) else _response(200, PIPELINE))
-    client = MetadataClient(url, TOKEN)
-    assert client.get_or_create_pipeline("p").id == "p1"
-    assert client.get_or_create_pipeline("p").id == "p1"  # retried on a new connection
+    with MetadataClient(url, TOKEN) as client:
+        assert client.get_or_create_pipeline("p").id == "p1"
+        assert client.get_or_create_pipeline("p").id == "p1"  # retried on a new connection
 
 
 def test_gives_up_when_a_fresh_connection_is_dropped(scripted: Starter) -> None:
     url = scripted(lambda conn, req: None)
     with pytest.raises(MetadataError, match="dropped the connection"):
-        MetadataClient(url, TOKEN).list_pipelines()
+        _call(url, MetadataClient.list_pipelines)
 
 
 def test_error_details_never_echo_the_token(scripted: Starter) -> None:
     url = scripted(lambda conn, req: _response(500, {"detail": f"bad header Bearer {TOKEN}"}))
     with pytest.raises(MetadataError, match="answered 500") as caught:
-        MetadataClient(url, TOKEN).list_pipelines()
+        _call(url, MetadataClient.list_pipelines)
     assert TOKEN not in str(caught.value) and "***" in str(caught.value)
 
 
 def test_a_server_that_is_not_a_metadata_server(scripted: Starter) -> None:
     url = scripted(lambda conn, req: _response(200, {"hello": "world"}))
     with pytest.raises(MetadataError, match="unexpected answer"):
-        MetadataClient(url, TOKEN).get_or_create_pipeline("p")
+        _call(url, lambda client: client.get_or_create_pipeline("p"))

@@ -1,5 +1,7 @@
 """Supervised local daemons: start in their own process group, check, stop.
 
+Used by the local engine for the stack's services and by the runner for model endpoints.
+
 A daemon is identified by pid *and* process start time, so a pid reused after a crash or a
 reboot is never mistaken for the service.
 """
@@ -20,7 +22,14 @@ from pathlib import Path
 
 import psutil
 
-from provisioner.errors import ServiceFailed
+
+class DaemonFailed(Exception):
+    """A daemon exited during start-up or never became healthy; ``headline`` has its log tail."""
+
+    def __init__(self, headline: str, hint: str | None = None) -> None:
+        super().__init__(headline)
+        self.headline = headline
+        self.hint = hint
 
 
 @dataclass(frozen=True)
@@ -104,7 +113,7 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
 
 
 def wait_healthy(name: str, daemon: Daemon, health_url: str, log: Path, timeout: float) -> float:
-    """Poll ``health_url`` until it answers; return seconds taken or raise ServiceFailed."""
+    """Poll ``health_url`` until it answers; return seconds taken or raise DaemonFailed."""
     start = time.monotonic()
     delay = 0.05
     while True:
@@ -112,13 +121,13 @@ def wait_healthy(name: str, daemon: Daemon, health_url: str, log: Path, timeout:
             return time.monotonic() - start
         if not is_alive(daemon.pid, daemon.create_time):
             _reap(daemon.pid)
-            raise ServiceFailed(
+            raise DaemonFailed(
                 f"{name} exited during start-up; last log lines:\n{log_tail(log)}",
                 f"full log: {log}",
             )
         if time.monotonic() - start > timeout:
             stop(daemon.pid, daemon.create_time)
-            raise ServiceFailed(
+            raise DaemonFailed(
                 f"{name} did not become healthy within {timeout:.0f}s; last log lines:\n"
                 f"{log_tail(log)}",
                 f"full log: {log}",
