@@ -186,18 +186,23 @@ DEFAULT_TTL: dict[Provider, str | None] = {
     Provider.kubernetes: "8h",
 }
 
-NAME_RE = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
-TTL_RE = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-TAG_KEY_RE = re.compile(r"^[A-Za-z0-9_.:/=+@-]{1,128}$")
+# fullmatch + ASCII: no trailing newline, no non-ASCII digits slip through.
+NAME_RE = re.compile(r"[a-z]([a-z0-9-]{0,38}[a-z0-9])?", re.ASCII)
+TTL_RE = re.compile(r"(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", re.ASCII)
+TAG_KEY_RE = re.compile(r"[A-Za-z0-9_.:/=+@-]{1,128}", re.ASCII)
+REGION_RE = re.compile(r"[a-z]{2}(-[a-z]+)+-\d", re.ASCII)
 
 
 def parse_ttl(text: str) -> timedelta:
     """Parse a TTL such as ``8h``, ``30m``, ``2d`` or ``1h30m``; raise ValueError otherwise."""
-    match = TTL_RE.match(text.strip()) if text else None
+    match = TTL_RE.fullmatch(text.strip()) if text else None
     if not match or not any(match.groups()):
         raise ValueError("expected a duration such as 30m, 8h, 2d or 1h30m")
     weeks, days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
-    ttl = timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes, seconds=seconds)
+    try:
+        ttl = timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes, seconds=seconds)
+    except OverflowError:
+        raise ValueError("must be at most 90d") from None
     if ttl < timedelta(minutes=1):
         raise ValueError("must be at least 1m")
     if ttl > timedelta(days=90):
@@ -212,7 +217,7 @@ class StackSpec(_Strict):
     provider: Provider = Provider.local
     region: str | None = None
     ttl: str | None = None
-    budget: Annotated[float, Field(gt=0, le=1_000_000)] | None = None
+    budget: Annotated[float, Field(gt=0, le=1_000_000, strict=True)] | None = None
     owner: str | None = None
     tags: dict[str, str] = Field(default_factory=dict)
     kubernetes: KubernetesTarget | None = None
@@ -221,7 +226,7 @@ class StackSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not NAME_RE.match(value):
+        if not NAME_RE.fullmatch(value):
             raise ValueError(
                 "must be DNS-safe: lowercase letters, digits and '-', starting with a letter,"
                 " at most 40 characters (for example 'demo' or 'team-a-dev')"
@@ -238,7 +243,7 @@ class StackSpec(_Strict):
     @field_validator("region")
     @classmethod
     def _region(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[a-z]{2}(-[a-z]+)+-\d$", value):
+        if value is not None and not REGION_RE.fullmatch(value):
             raise ValueError("expected an AWS region such as eu-west-1 or us-east-1")
         return value
 
@@ -246,7 +251,7 @@ class StackSpec(_Strict):
     @classmethod
     def _tags(cls, value: dict[str, str]) -> dict[str, str]:
         for key, tag in value.items():
-            if not TAG_KEY_RE.match(key):
+            if not TAG_KEY_RE.fullmatch(key):
                 raise ValueError(f"tag key {key!r} must be 1-128 of A-Z a-z 0-9 _.:/=+@-")
             if len(tag) > 256:
                 raise ValueError(f"tag {key!r} is longer than 256 characters")
@@ -272,6 +277,11 @@ class StackSpec(_Strict):
             raise ValueError("region: an aws stack needs a region (for example eu-west-1)")
         if self.provider is not Provider.aws and self.region is not None:
             raise ValueError(f"region: only aws stacks take a region, not {self.provider.value}")
+        if self.provider is not Provider.kubernetes and self.kubernetes is not None:
+            raise ValueError(
+                f"kubernetes: only kubernetes stacks take a cluster target, not"
+                f" {self.provider.value}"
+            )
         if self.provider is Provider.kubernetes and self.kubernetes is None:
             raise ValueError(
                 "kubernetes: a kubernetes stack needs kubernetes.kubeconfig and"
@@ -308,7 +318,8 @@ class StackSpec(_Strict):
 
 def redact_url(url: str) -> str:
     """Mask the password of ``scheme://user:password@host``."""
-    return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", url)
+    # Greedy up to the last '@' before the path: passwords may themselves contain '@'.
+    return re.sub(r"(://[^:/@]+:)[^/]*@", r"\1***@", url)
 
 
 def load_spec(path: str | Path) -> StackSpec:

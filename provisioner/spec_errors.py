@@ -23,6 +23,12 @@ def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = Fals
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, str | int | float | bool) and key is not None:
+            mark = key_node.start_mark
+            raise SpecError(
+                f"line {mark.line + 1}: a key must be a plain name, not a {type(key).__name__}",
+                "write fields as `name: value`",
+            )
         if key in seen:
             mark = key_node.start_mark
             raise SpecError(
@@ -133,12 +139,16 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _segment(part: Any) -> str:
+    """A path segment as typed, or quoted when it is not a plain name (one line always)."""
+    text = str(part)
+    return text if text.isprintable() and text.strip() == text and text else repr(text)
+
+
 def format_error(error: Any) -> str:
     """One pydantic error -> 'field.path: problem; got VALUE; allowed: ...'."""
-    loc = tuple(p for p in error["loc"] if not str(p).startswith("function-"))
-    # Component shorthand validators add no loc part; drop pydantic's union tags.
-    loc = tuple(p for p in loc if p not in ("str", "dict"))
-    path = ".".join(str(p) for p in loc) or "(top level)"
+    loc = tuple(error["loc"])
+    path = ".".join(_segment(p) for p in loc) or "(top level)"
     kind = error["type"]
     value = error.get("input")
     msg = str(error["msg"]).removeprefix("Value error, ")

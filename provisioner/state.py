@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from filelock import FileLock, Timeout
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from tinydb import Query, TinyDB
 from tinydb.storages import Storage
 
@@ -91,10 +91,17 @@ class AtomicJSONStorage(Storage):
             return None
         except OSError as exc:
             raise StateError(f"state file {self.path} cannot be read: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            text = "\x00not utf-8"
         try:
             data = json.loads(text)
             if not isinstance(data, dict):
                 raise ValueError("top level is not an object")
+            for table in data.values():
+                if not isinstance(table, dict) or not all(
+                    isinstance(doc, dict) for doc in table.values()
+                ):
+                    raise ValueError("a table is not an object of records")
         except ValueError as exc:
             raise StateError(
                 f"state file {self.path} is corrupted ({str(exc).splitlines()[0]}); it was"
@@ -112,8 +119,13 @@ class AtomicJSONStorage(Storage):
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path)
-        except BaseException:
+        except BaseException as exc:
             Path(tmp).unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise StateError(
+                    f"state file {self.path} cannot be written: {exc.strerror or exc}; the"
+                    " previous version is intact"
+                ) from None
             raise
 
     def close(self) -> None:
@@ -138,15 +150,26 @@ class StateRegistry:
             finally:
                 db.close()
 
+    def _record(self, doc: Any) -> StackRecord:
+        try:
+            return StackRecord.model_validate(doc)
+        except ValidationError as exc:
+            where = ".".join(str(p) for p in exc.errors()[0]["loc"])
+            raise StateError(
+                f"state file {self.path} is corrupted (a record is invalid at {where!r});"
+                " it was left untouched",
+                f"inspect it, or move it aside (mv {self.path} {self.path}.bak) to start over",
+            ) from None
+
     def get(self, name: str) -> StackRecord | None:
         with self._db() as table:
             doc = table.get(Query().name == name)
-        return StackRecord.model_validate(doc) if doc else None
+        return self._record(doc) if doc else None
 
     def list(self) -> list[StackRecord]:
         with self._db() as table:
             docs = table.all()
-        return sorted((StackRecord.model_validate(d) for d in docs), key=lambda r: r.name)
+        return sorted((self._record(d) for d in docs), key=lambda r: r.name)
 
     def save(self, record: StackRecord) -> None:
         record.updated_at = now()

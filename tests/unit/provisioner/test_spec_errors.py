@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 
 from provisioner.errors import SpecError
 from provisioner.spec import (
+    SUPPORTED,
     Components,
     DeployerFlavor,
     KubernetesTarget,
-    SUPPORTED,
     OrchestratorFlavor,
     Provider,
     StackSpec,
@@ -503,12 +503,6 @@ def test_unreadable_file_by_read_error(
 # --- known bugs: each of these should raise one clean SpecError line ----------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="BUG provisioner/spec_errors.py _mapping: 'key in seen' raises TypeError on an"
-    " unhashable YAML complex key ('? [a, b]'); should be a SpecError",
-)
 @pytest.mark.parametrize(
     "text",
     ["? [a, b]\n: 1\nname: demo\n", "? {a: 1}\n: 1\nname: demo\n"],
@@ -518,30 +512,14 @@ def test_bug_unhashable_yaml_key(tmp_path: Path, text: str) -> None:
     parse_text(tmp_path, text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="BUG provisioner/spec.py parse_ttl: timedelta() raises OverflowError (not ValueError)"
-    " for a huge number, which escapes pydantic and SpecError",
-)
 def test_bug_huge_ttl(tmp_path: Path) -> None:
     parse_text(tmp_path, "name: demo\nttl: 99999999999999999999h\n")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG provisioner/spec_errors.py format_error: the field path joins raw keys, so a key"
-    " containing a newline makes a multi-line message",
-)
 def test_bug_key_with_newline_makes_two_lines(tmp_path: Path) -> None:
     assert_one_line(str(parse_text(tmp_path, 'name: demo\n"a\\nb": 1\n')))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG provisioner/spec.py NAME_RE/region/TAG_KEY_RE use '$' with re.match, which also"
-    " matches before a trailing newline: name 'demo\\n' passes as DNS-safe",
-)
 @pytest.mark.parametrize(
     "text",
     [
@@ -556,29 +534,14 @@ def test_bug_trailing_newline_is_accepted(tmp_path: Path, text: str) -> None:
     parse_text(tmp_path, text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG provisioner/spec.py TTL_RE: '\\d' matches any Unicode digit, so ttl '٨h'"
-    " (Arabic-Indic 8) is accepted and stored as such",
-)
 def test_bug_non_ascii_digit_ttl_is_accepted(tmp_path: Path) -> None:
     parse_text(tmp_path, "name: demo\nttl: ٨h\n")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG provisioner/spec.py StackSpec.budget: pydantic lax mode turns YAML 'yes'/true"
-    " into budget 1.0 instead of rejecting a non-number",
-)
 def test_bug_boolean_budget_is_accepted(tmp_path: Path) -> None:
     parse_text(tmp_path, "name: demo\nbudget: yes\n")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG provisioner/spec_errors.py format_error drops every loc part equal to 'str' or"
-    " 'dict', so the error for tag 'str' says 'tags:' instead of 'tags.str:'",
-)
 def test_bug_tag_named_str_loses_its_path(tmp_path: Path) -> None:
     message = str(parse_text(tmp_path, "name: demo\ntags: {str: [1]}\n"))
 
@@ -651,11 +614,6 @@ def test_cli_validate_prints_one_error_line_and_exits_2(
     assert fragment in proc.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: OverflowError (huge ttl) and TypeError (unhashable YAML key) escape as"
-    " 'error: OverflowError: ...' with exit 1 instead of a SpecError line with exit 2",
-)
 @pytest.mark.parametrize(
     "content",
     [b"name: demo\nttl: 99999999999999999999h\n", b"? [a, b]\n: 1\nname: demo\n"],
@@ -737,7 +695,7 @@ SPEC_LIKE = st.fixed_dictionaries(
         ),
     },
 )
-VALID_BASES = [
+VALID_BASES: list[dict[str, Any]] = [
     {"name": "demo"},
     {"name": "demo", "provider": "aws", "region": "eu-west-1"},
     {"name": "demo", "provider": "kubernetes", "kubernetes": {"kubeconfig": "k", "context": "c"}},
