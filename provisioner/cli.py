@@ -211,6 +211,11 @@ from provisioner.cli_secrets import secret  # noqa: E402 - registers the group b
 
 cli.add_command(secret)
 
+from provisioner.cli_runs import COMMANDS as RUN_COMMANDS  # noqa: E402
+
+for _command in RUN_COMMANDS:
+    cli.add_command(_command)
+
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one clean line per error, tracebacks only with --debug."""

@@ -233,7 +233,10 @@ class LocalEngine(Engine):
     # -- down and status ----------------------------------------------------------------
 
     def _down(self, record: StackRecord) -> tuple[list[str], list[str]]:
-        stopped: list[str] = []
+        # Model endpoints first: they depend on the tracker.
+        stopped: list[str] = deployer.stop_endpoints(self.stack_dir(record.name))
+        for name in stopped:
+            self.progress.update(name, "stopped")
         processes = [s for s in record.services.values() if s.pid]
 
         def stop_one(svc: ServiceRecord) -> str:
@@ -244,7 +247,7 @@ class LocalEngine(Engine):
 
         if processes:
             with ThreadPoolExecutor(max_workers=len(processes)) as pool:
-                stopped = list(pool.map(stop_one, processes))
+                stopped += list(pool.map(stop_one, processes))
         kept: list[str] = []
         custom = record.spec.get("components", {}).get("artifact_store", {}).get("path")
         if custom:

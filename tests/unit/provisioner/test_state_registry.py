@@ -159,7 +159,7 @@ def test_a_failing_json_dump_leaves_the_old_file_and_no_temp_file(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(json, "dump", dump_half_then_fail)
-    with pytest.raises(StateError, match="No space left.*previous version is intact"):
+    with pytest.raises(StateError, match=r"No space left.*previous version is intact"):
         registry.save(make_record("gamma"))
     monkeypatch.undo()
 

@@ -1,0 +1,283 @@
+"""``mlstack run``, ``runs``, ``run-show``, ``logs``, ``deployments``, ``undeploy``.
+
+The one place that joins provisioner (which stack, its outputs and token) and runner (the
+pipeline). Everything heavy is imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from provisioner.errors import UsageError
+
+if TYPE_CHECKING:
+    from runner.metadata.client import MetadataClient
+    from stacks.outputs import StackOutputs
+
+STACK_OPTION = click.option(
+    "--stack",
+    "stack",
+    default=None,
+    help="Stack to use (default: $MLSTACK_STACK or the only one up).",
+)
+
+
+def resolve_stack(name: str | None) -> str:
+    """The stack a command acts on: explicit, from $MLSTACK_STACK, or the only one up."""
+    name = name or os.environ.get("MLSTACK_STACK")
+    if name:
+        return name
+    from provisioner.state import StateRegistry
+
+    live = [r.name for r in StateRegistry().list() if r.status != "destroyed"]
+    if len(live) == 1:
+        return live[0]
+    if not live:
+        raise UsageError("no stack is up", "run `mlstack up SPEC_FILE` first")
+    raise UsageError(f"several stacks are up ({', '.join(live)})", "choose one with --stack")
+
+
+def stack_outputs(name: str | None) -> StackOutputs:
+    from provisioner import api
+
+    return api.outputs(resolve_stack(name), resolve_secrets=True)
+
+
+def metadata_client(outputs: StackOutputs) -> MetadataClient:
+    from runner.metadata.client import MetadataClient
+
+    token = outputs.metadata.token
+    assert token is not None
+    return MetadataClient(outputs.metadata.url, token.get_secret_value())
+
+
+@click.command()
+@click.argument("pipeline_ref", metavar="FILE.py:PIPELINE")
+@STACK_OPTION
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Pipeline parameter.")
+@click.option("--no-cache", is_flag=True, help="Run every step even if a cached result exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run's result as JSON.")
+def run(
+    pipeline_ref: str, stack: str | None, params: tuple[str, ...], no_cache: bool, as_json: bool
+) -> None:
+    """Run a pipeline on a stack, with live progress per step."""
+    from provisioner.render import LiveProgress, print_json
+    from runner.loader import load_pipeline, parse_params
+    from runner.run import run as run_pipeline
+
+    outputs = stack_outputs(stack)
+    pipeline = load_pipeline(pipeline_ref)
+    with LiveProgress(f"mlstack run {pipeline.name} on {outputs.stack}") as progress:
+        result = run_pipeline(pipeline, outputs, params=parse_params(params), no_cache=no_cache,
+                              progress=progress)  # fmt: skip
+    cached = sum(1 for s in result.steps.values() if s.cached)
+    if as_json:
+        print_json(_result_json(result))
+    else:
+        click.echo(
+            f"run {result.run_id} {result.status} in {result.seconds:.2f}s"
+            f" ({len(result.steps)} steps, {cached} cached)"
+        )
+    result.raise_for_status()
+
+
+def _result_json(result: Any) -> dict[str, Any]:
+    return {
+        "run_id": result.run_id,
+        "pipeline": result.pipeline,
+        "status": result.status,
+        "seconds": result.seconds,
+        "tracker_run_id": result.tracker_run_id,
+        "steps": {
+            name: {
+                "status": s.status,
+                "seconds": s.seconds,
+                "error": s.error,
+                "outputs": {k: a.model_dump(mode="json") for k, a in s.outputs.items()},
+            }
+            for name, s in result.steps.items()
+        },
+    }
+
+
+def _duration(start: Any, end: Any) -> str:
+    if start is None or end is None:
+        return "-"
+    return f"{(end - start).total_seconds():.2f}s"
+
+
+@click.command()
+@STACK_OPTION
+@click.option("--limit", default=20, show_default=True, help="How many runs to show.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def runs(stack: str | None, limit: int, as_json: bool) -> None:
+    """Recent runs: status, duration, cached steps."""
+    from provisioner.render import print_json
+
+    outputs = stack_outputs(stack)
+    with metadata_client(outputs) as client:
+        client.reap_runs(outputs.stack)  # a run whose driver died is failed, not running
+        found = client.list_runs(stack=outputs.stack, limit=limit)
+        details = [client.get_run(r.id) for r in found]
+    rows: list[dict[str, Any]] = []
+    for d in details:
+        cached = sum(1 for s in d.steps if s.status == "cached")
+        rows.append(
+            {
+                "run_id": d.id,
+                "pipeline": d.pipeline,
+                "status": d.status.value,
+                "created_at": d.created_at.isoformat(),
+                "duration": _duration(d.started_at, d.ended_at),
+                "steps": len(d.steps),
+                "cached": cached,
+                "error": d.error,
+            }
+        )
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        click.echo(f"no runs on stack {outputs.stack} yet")
+        return
+    from rich.table import Table
+
+    from provisioner.render import console, styled
+
+    table = Table(box=None, pad_edge=False)
+    for col in ("run", "pipeline", "status", "started", "duration", "steps", "cached"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["run_id"][:12], r["pipeline"], styled(r["status"]), r["created_at"][:19],
+            r["duration"], str(r["steps"]), str(r["cached"]),
+        )  # fmt: skip
+    console().print(table)
+
+
+def _find_run(client: MetadataClient, stack: str, ref: str) -> Any:
+    if len(ref) < 32:
+        matches = [r for r in client.list_runs(stack=stack, limit=500) if r.id.startswith(ref)]
+        if len(matches) != 1:
+            what = "no run" if not matches else "several runs"
+            raise UsageError(f"{what} on stack {stack} match {ref!r}", "see `mlstack runs`")
+        ref = matches[0].id
+    return client.get_run(ref)
+
+
+@click.command("run-show")
+@click.argument("run_id")
+@STACK_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def run_show(run_id: str, stack: str | None, as_json: bool) -> None:
+    """A run's steps: status, timings, cache hits, artifacts and lineage."""
+    from provisioner.render import print_json
+
+    outputs = stack_outputs(stack)
+    with metadata_client(outputs) as client:
+        client.reap_runs(outputs.stack)
+        detail = _find_run(client, outputs.stack, run_id)
+        edges = client.lineage(detail.id)
+    if as_json:
+        data = detail.model_dump(mode="json")
+        data["lineage"] = [e.model_dump(mode="json") for e in edges]
+        print_json(data)
+        return
+    from rich.table import Table
+
+    from provisioner.render import console, styled
+
+    out = console()
+    out.print(
+        f"[bold]run {detail.id}[/]  {detail.pipeline}  {styled(detail.status.value)}"
+        f"  {_duration(detail.started_at, detail.ended_at)}  params {detail.params}"
+    )
+    if detail.error:
+        out.print(f"error: {detail.error}")
+    table = Table(box=None, pad_edge=False)
+    for col in ("step", "status", "duration", "inputs", "outputs"):
+        table.add_column(col)
+    for s in detail.steps:
+        ins = [f"{e.name}" for e in edges if e.step_id == s.id and e.direction.value == "input"]
+        outs = [
+            f"{e.name}={e.artifact_uri.rsplit('/', 2)[-2][:10]}"
+            for e in edges
+            if e.step_id == s.id and e.direction.value == "output"
+        ]
+        table.add_row(s.name, styled(s.status.value), _duration(s.started_at, s.ended_at),
+                      ", ".join(ins), ", ".join(outs))  # fmt: skip
+    out.print(table)
+
+
+@click.command()
+@click.argument("run_id")
+@click.argument("step", required=False)
+@STACK_OPTION
+def logs(run_id: str, step: str | None, stack: str | None) -> None:
+    """Print a run's step logs (stdout and stderr), from the artifact store."""
+    from runner.entrypoint import _store
+
+    outputs = stack_outputs(stack)
+    with metadata_client(outputs) as client:
+        detail = _find_run(client, outputs.stack, run_id)
+    steps = [s for s in detail.steps if step is None or s.name == step]
+    if step and not steps:
+        names = ", ".join(s.name for s in detail.steps)
+        raise UsageError(f"run {detail.id[:12]} has no step {step!r}", f"steps: {names}")
+    store = _store(outputs)
+    for s in steps:
+        if step is None:
+            click.echo(f"===== {s.name} ({s.status.value}) =====")
+        if s.log_uri:
+            click.echo(store.read_text(s.log_uri), nl=False)
+        elif s.status.value == "cached":
+            click.echo("(cached: the step did not run; see the run it came from)")
+        else:
+            click.echo("(no log recorded)")
+
+
+@click.command()
+@STACK_OPTION
+@click.option("--all", "show_all", is_flag=True, help="Include stopped and failed ones.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def deployments(stack: str | None, show_all: bool, as_json: bool) -> None:
+    """Model endpoints: URL, model version, status."""
+    from provisioner.render import print_json
+
+    outputs = stack_outputs(stack)
+    with metadata_client(outputs) as client:
+        found = client.list_deployments(stack=outputs.stack)
+    if not show_all:
+        found = [d for d in found if d.status.value in ("starting", "running")]
+    if as_json:
+        print_json([d.model_dump(mode="json") for d in found])
+        return
+    if not found:
+        click.echo(f"no deployments on stack {outputs.stack}")
+        return
+    for d in found:
+        click.echo(
+            f"{d.id[:12]}  {d.name}  {d.model_name} v{d.model_version}  {d.status.value}"
+            f"  {d.endpoint_url}/invocations"
+        )
+
+
+@click.command()
+@click.argument("deployment")
+@STACK_OPTION
+def undeploy(deployment: str, stack: str | None) -> None:
+    """Stop a model endpoint (by id, id prefix or name)."""
+    from runner.deploy import find
+    from runner.deploy import undeploy as stop_deployment
+
+    outputs = stack_outputs(stack)
+    with metadata_client(outputs) as client:
+        found = find(client, outputs.stack, deployment)
+        stop_deployment(outputs, client, found)
+    click.echo(f"deployment {found.name} ({found.id[:12]}) stopped")
+
+
+COMMANDS = [run, runs, run_show, logs, deployments, undeploy]

@@ -1,0 +1,124 @@
+"""The local model deployer: a registered model version served as an HTTP endpoint.
+
+Each endpoint is ``mlflow models serve --env-manager local``, supervised like the stack's own
+services (own session, pid + start time, port, log) and recorded twice: as a deployment in the
+metadata server, and as a small record file in the deployer's folder, which is what
+``mlstack down`` reads to stop every endpoint before the stack's services.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from runner.errors import RunnerError
+from stacks.local.supervisor import DaemonFailed, free_port, spawn, stop, wait_healthy
+from stacks.outputs import StackOutputs
+
+if TYPE_CHECKING:
+    from runner.metadata.client import MetadataClient
+    from runner.metadata.schemas import DeploymentOut
+
+LIVE = ("starting", "running")
+
+
+class DeployError(RunnerError):
+    """A model could not be deployed or undeployed."""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    id: str
+    name: str
+    model_name: str
+    version: str
+    endpoint_url: str
+
+    @property
+    def invocations_url(self) -> str:
+        return f"{self.endpoint_url}/invocations"
+
+
+def _workdir(outputs: StackOutputs) -> Path:
+    if outputs.deployer.kind != "local" or not outputs.deployer.workdir:
+        raise DeployError(
+            f"deployer {outputs.deployer.kind!r} cannot serve models from this runner",
+            "use a stack with components.deployer: local",
+        )
+    return Path(outputs.deployer.workdir)
+
+
+def deploy(
+    outputs: StackOutputs,
+    client: MetadataClient,
+    *,
+    model_name: str,
+    version: str,
+    name: str,
+    run_id: str | None = None,
+    timeout: float = 180.0,
+) -> Deployment:
+    """Serve ``models:/model_name/version``; replaces a live deployment of the same name."""
+    workdir = _workdir(outputs)
+    if outputs.tracker.kind != "mlflow" or not outputs.tracker.uri:
+        raise DeployError("the local deployer serves models from MLflow; the stack has none")
+    for old in client.list_deployments(stack=outputs.stack):
+        if old.name == name and old.status in LIVE:
+            undeploy(outputs, client, old)
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = workdir / f"{name}-{port}.log"
+    argv = [
+        sys.executable, "-m", "mlflow", "models", "serve",
+        "-m", f"models:/{model_name}/{version}", "--env-manager", "local",
+        "-h", "127.0.0.1", "-p", str(port),
+    ]  # fmt: skip
+    # mlflow starts `uvicorn` by name: the interpreter's bin folder must be on PATH.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {"MLFLOW_TRACKING_URI": outputs.tracker.uri, "PATH": path}
+    daemon = spawn(argv, log=log, cwd=workdir, env=env)
+    details = {"pid": daemon.pid, "create_time": daemon.create_time, "port": port, "log": str(log)}
+    record = client.create_deployment(
+        name=name,
+        stack=outputs.stack,
+        model_name=model_name,
+        model_version=version,
+        endpoint_url=url,
+        run_id=run_id,
+        details=details,
+    )
+    marker = workdir / f"{record.id}.json"
+    marker.write_text(json.dumps({"name": name, **details}))
+    try:
+        wait_healthy(f"endpoint {name}", daemon, f"{url}/ping", log, timeout)
+    except DaemonFailed as exc:
+        client.update_deployment(record.id, status="failed")
+        marker.unlink(missing_ok=True)
+        raise DeployError(exc.headline, exc.hint) from None
+    client.update_deployment(record.id, status="running")
+    return Deployment(record.id, name, model_name, version, url)
+
+
+def find(client: MetadataClient, stack: str, ref: str) -> DeploymentOut:
+    """A deployment by id, id prefix or name (the newest live one for a name)."""
+    deployments = client.list_deployments(stack=stack)
+    by_id = [d for d in deployments if d.id == ref or d.id.startswith(ref)]
+    by_name = [d for d in deployments if d.name == ref and d.status in LIVE]
+    found = by_id or by_name
+    if not found:
+        raise DeployError(f"no deployment {ref!r} on stack {stack}", "see `mlstack deployments`")
+    return found[0]
+
+
+def undeploy(outputs: StackOutputs, client: MetadataClient, deployment: DeploymentOut) -> None:
+    """Stop the endpoint's process and mark the deployment stopped."""
+    details = deployment.details or {}
+    stop(details.get("pid"), details.get("create_time"))
+    client.update_deployment(deployment.id, status="stopped")
+    if outputs.deployer.workdir:
+        (Path(outputs.deployer.workdir) / f"{deployment.id}.json").unlink(missing_ok=True)

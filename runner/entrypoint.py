@@ -1,0 +1,147 @@
+"""The one step entrypoint every orchestrator uses.
+
+``python -m runner.entrypoint run-step --step-id ID`` (containers) and the local worker's
+forked children both call :func:`execute_step`: fetch the step's spec from the metadata
+server, load inputs from the artifact store, run the function, write outputs, and record
+status, timings, artifacts and lineage. The log is uploaded to the artifact store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from runner.context import _CURRENT, StepContext, outputs_from_env
+from runner.errors import RunnerError
+from stacks.outputs import StackOutputs
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+def _store(outputs: StackOutputs) -> Any:
+    from runner.artifacts import ArtifactStore
+
+    store = outputs.artifact_store
+    options: dict[str, Any] = {}
+    if store.endpoint_url:
+        options["client_kwargs"] = {"endpoint_url": store.endpoint_url}
+    return ArtifactStore(store.uri, storage_options=options or None)
+
+
+def execute_step(
+    step_id: str,
+    outputs: StackOutputs,
+    *,
+    log_path: Path | None = None,
+    result_path: Path | None = None,
+) -> int:
+    """Run one recorded step to completion; return the process exit code."""
+    from runner.loader import import_source
+    from runner.metadata.client import MetadataClient
+    from runner.sdk import PipelineSource, find_step
+
+    token = outputs.metadata.token
+    client = MetadataClient(outputs.metadata.url, token.get_secret_value() if token else "")
+    record = client.get_step(step_id)
+    spec = record.spec
+    ctx = StepContext(
+        outputs=outputs,
+        run_id=record.run_id,
+        step_id=step_id,
+        step_name=record.name,
+        pipeline=spec["pipeline"],
+        tracker_run_id=spec.get("tracker_run_id"),
+    )
+    ctx.__dict__["metadata"] = client  # reuse this connection for the step's own calls
+    client.update_step(step_id, status="running")
+    store = _store(outputs)
+    result: dict[str, Any] = {"step_id": step_id, "outputs": {}}
+    code = EXIT_OK
+    try:
+        source = PipelineSource(**spec["source"])
+        if source.module not in sys.modules:
+            import_source(source)
+        step = find_step(source.module, spec["function"])
+        kwargs = dict(spec["params"])
+        for arg, art in spec["inputs"].items():
+            kwargs[arg] = store.load(art["uri"], art["materializer"], art["type_name"])
+            client.add_input(step_id, art["id"], arg)
+        _CURRENT.append(ctx)
+        try:
+            value = step.func(**kwargs)
+        finally:
+            _CURRENT.pop()
+        values = _split_outputs(step.outputs, value, record.name)
+        for name, out in values.items():
+            saved = store.save(out, name)
+            art = client.create_artifact(
+                uri=saved.uri,
+                content_hash=saved.content_hash,
+                size=saved.size,
+                name=name,
+                type_name=saved.type_name,
+                materializer=saved.materializer,
+                producer_step_id=step_id,
+            )
+            result["outputs"][name] = art.model_dump(mode="json")
+        status, error = "completed", None
+    except BaseException as exc:  # the step's own errors, reported, never re-raised
+        traceback.print_exc()
+        # One line for the record; the traceback and any long message are in the log.
+        first = (str(exc).strip().splitlines() or [""])[0]
+        status, error = "failed", f"{type(exc).__name__}: {first}"[:500]
+        result["error"] = error
+        code = EXIT_FAILED
+    sys.stdout.flush()
+    sys.stderr.flush()
+    log_uri = None
+    if log_path is not None and log_path.exists():
+        try:
+            log_uri = store.put_log(record.run_id, record.name, log_path)
+        except Exception as exc:  # a lost log must not hide the step's result
+            print(f"mlstack: could not upload the step log: {exc}", file=sys.stderr)
+    client.update_step(step_id, status=status, error=error, log_uri=log_uri)
+    result["status"] = status
+    if result_path is not None:
+        tmp = result_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result))
+        os.replace(tmp, result_path)
+    client.close()
+    return code
+
+
+def _split_outputs(names: tuple[str, ...], value: Any, step: str) -> dict[str, Any]:
+    if len(names) == 1:
+        return {names[0]: value}
+    if not isinstance(value, tuple | list) or len(value) != len(names):
+        raise RunnerError(
+            f"step {step!r} declares {len(names)} outputs but returned {type(value).__name__}",
+            "return a tuple with one value per declared output",
+        )
+    return dict(zip(names, value, strict=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m runner.entrypoint run-step --step-id ID [--result FILE] [--log FILE]``."""
+    parser = argparse.ArgumentParser(prog="python -m runner.entrypoint")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_step = sub.add_parser("run-step", help="execute one recorded step")
+    run_step.add_argument("--step-id", required=True)
+    run_step.add_argument("--result", type=Path)
+    run_step.add_argument("--log", type=Path, help="a file that already receives the output")
+    args = parser.parse_args(argv)
+    try:
+        outputs = outputs_from_env()
+    except RunnerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return execute_step(args.step_id, outputs, log_path=args.log, result_path=args.result)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

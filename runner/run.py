@@ -1,0 +1,332 @@
+"""Running a pipeline: the driver that walks the DAG on the stack's orchestrator.
+
+``run(pipeline, outputs)`` compiles the DAG (every definition error surfaces before anything
+runs), records the run, resolves cache hits itself, hands the rest to the orchestrator's
+launcher in DAG order with bounded parallelism, and records the outcome. A failing step fails
+the run and skips what depends on it; Ctrl-C cancels the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from runner.cache import cache_key
+from runner.errors import RunnerError, StepFailed
+from runner.sdk import CompiledPipeline, Pipeline
+from stacks.outputs import StackOutputs
+
+if TYPE_CHECKING:
+    from runner.metadata.client import MetadataClient
+    from runner.metadata.schemas import ArtifactOut
+
+
+class RunProgress(Protocol):
+    def update(self, item: str, state: str, detail: str = "") -> None: ...
+
+
+class _NoProgress:
+    def update(self, item: str, state: str, detail: str = "") -> None:
+        return None
+
+
+class RunCancelled(RunnerError):
+    exit_code = 130
+
+
+@dataclass
+class StepResult:
+    name: str
+    status: str
+    step_id: str | None = None
+    seconds: float | None = None
+    outputs: dict[str, ArtifactOut] = field(default_factory=dict)
+    error: str | None = None
+    log_tail: str = ""
+
+    @property
+    def cached(self) -> bool:
+        return self.status == "cached"
+
+
+@dataclass
+class RunResult:
+    """The outcome of one pipeline run (holds no secret)."""
+
+    run_id: str
+    pipeline: str
+    status: str
+    seconds: float
+    steps: dict[str, StepResult]
+    tracker_run_id: str | None = None
+
+    @property
+    def failed_step(self) -> StepResult | None:
+        return next((s for s in self.steps.values() if s.status == "failed"), None)
+
+    def raise_for_status(self) -> None:
+        failed = self.failed_step
+        if failed is not None:
+            tail = f"\n{failed.log_tail}" if failed.log_tail else ""
+            raise StepFailed(
+                f"run {self.run_id} failed: step {failed.name!r} raised {failed.error}{tail}",
+                f"full log: mlstack logs {self.run_id} {failed.name}",
+            )
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def run(
+    pipeline: Pipeline,
+    outputs: StackOutputs,
+    *,
+    params: dict[str, Any] | None = None,
+    no_cache: bool = False,
+    progress: RunProgress | None = None,
+) -> RunResult:
+    """Run ``pipeline`` on the stack described by ``outputs`` (token resolved)."""
+    compiled = pipeline.compile(params)
+    if outputs.metadata.token is None:
+        raise RunnerError("the stack outputs carry no metadata token", "resolve secrets first")
+    launcher = _launcher(outputs)  # forks before any thread or connection exists
+    try:
+        return _Driver(compiled, outputs, launcher, no_cache, progress or _NoProgress()).run()
+    finally:
+        launcher.close(kill=True)
+
+
+def _launcher(outputs: StackOutputs) -> Any:
+    kind = outputs.orchestrator.kind
+    if kind == "local":
+        from runner.worker import ForkWorker
+
+        return ForkWorker(outputs)
+    raise RunnerError(
+        f"orchestrator {kind!r} is not supported by this runner yet",
+        "use a stack with components.orchestrator: local",
+    )
+
+
+class _Driver:
+    def __init__(
+        self,
+        compiled: CompiledPipeline,
+        outputs: StackOutputs,
+        launcher: Any,
+        no_cache: bool,
+        progress: RunProgress,
+    ) -> None:
+        from runner.entrypoint import _store
+        from runner.metadata.client import MetadataClient
+        from runner.tracking import TrackerClient
+
+        token = outputs.metadata.token
+        assert token is not None
+        self.compiled = compiled
+        self.outputs = outputs
+        self.launcher = launcher
+        self.no_cache = no_cache
+        self.progress = progress
+        self.client: MetadataClient = MetadataClient(outputs.metadata.url, token.get_secret_value())
+        self.tracker = TrackerClient.for_outputs(outputs)
+        self.store = _store(outputs)
+        self.state = {name: "pending" for name in compiled.order}
+        self.results: dict[str, StepResult] = {}
+        self.running: dict[str, tuple[str, float]] = {}  # step_id -> (name, started)
+        self.tmp = Path(tempfile.mkdtemp(prefix="mlstack-run-"))
+        self.max_parallel = max(1, outputs.orchestrator.max_parallel)
+
+    def run(self) -> RunResult:
+        started = time.monotonic()
+        c = self.compiled
+        record = self.client.create_run(
+            pipeline=c.name,
+            stack=self.outputs.stack,
+            params=c.params,
+            code_ref=c.source.path,
+            driver_pid=os.getpid(),
+        )
+        self.run_id = record.id
+        self.client.update_run(self.run_id, status="running")
+        self.tracker_run_id = self.tracker.start_run(c.name, self.run_id, c.params)
+        if self.tracker_run_id:
+            self.client.update_run(self.run_id, tracker_run_id=self.tracker_run_id)
+        status = "failed"
+        try:
+            self._loop()
+            status = "failed" if any(s == "failed" for s in self.state.values()) else "completed"
+        except KeyboardInterrupt:
+            status = "cancelled"
+            self.launcher.close(kill=True)
+            for step_id, (name, _) in self.running.items():
+                self.client.update_step(step_id, status="cancelled", error="run cancelled")
+                self.state[name] = "cancelled"
+                self.progress.update(name, "cancelled")
+            self.running.clear()
+        finally:
+            self._skip_rest()
+            error = None
+            failed = next((r for r in self.results.values() if r.status == "failed"), None)
+            if failed:
+                error = f"step {failed.name!r} failed: {failed.error}"
+            elif status == "failed":
+                error = "the run's driver stopped on an error"
+            self.client.update_run(self.run_id, status=status, error=error)
+            self.tracker.end_run(self.tracker_run_id, status)
+            self.client.close()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        result = RunResult(
+            run_id=self.run_id,
+            pipeline=c.name,
+            status=status,
+            seconds=time.monotonic() - started,
+            steps={n: self.results[n] for n in c.order if n in self.results},
+            tracker_run_id=self.tracker_run_id,
+        )
+        if status == "cancelled":
+            raise RunCancelled(f"run {self.run_id} cancelled", "its running steps were stopped")
+        return result
+
+    # -- scheduling ---------------------------------------------------------------------
+
+    def _ready(self) -> list[str]:
+        done = ("completed", "cached")
+        return [
+            n
+            for n in self.compiled.order
+            if self.state[n] == "pending"
+            and all(self.state[u] in done for u in self.compiled.upstream(n))
+        ]
+
+    def _loop(self) -> None:
+        while True:
+            progressed = True
+            while progressed and not self._has_failure():
+                progressed = False
+                for name in self._ready():
+                    if len(self.running) >= self.max_parallel:
+                        break
+                    self._start(name)
+                    progressed = True
+            if not self.running:
+                return
+            finished = self.launcher.wait()
+            self._finish(finished.step_id, finished.code)
+
+    def _has_failure(self) -> bool:
+        return any(s == "failed" for s in self.state.values())
+
+    def _inputs(self, name: str) -> dict[str, ArtifactOut]:
+        inv = self.compiled.invocations[name]
+        return {arg: self.results[ref.step].outputs[ref.output] for arg, ref in inv.inputs.items()}
+
+    def _start(self, name: str) -> None:
+        inv = self.compiled.invocations[name]
+        inputs = self._inputs(name)
+        key = cache_key(inv, {arg: art.content_hash for arg, art in inputs.items()})
+        spec = {
+            "pipeline": self.compiled.name,
+            "function": inv.step.name,
+            "source": dataclasses.asdict(self.compiled.source),
+            "params": inv.params,
+            "inputs": {
+                arg: {
+                    "id": art.id,
+                    "uri": art.uri,
+                    "materializer": art.materializer,
+                    "type_name": art.type_name,
+                    "content_hash": art.content_hash,
+                }
+                for arg, art in inputs.items()
+            },
+            "outputs": list(inv.step.outputs),
+            "tracker_run_id": self.tracker_run_id,
+        }
+        if not self.no_cache and inv.step.cache and self._try_cache(name, key, spec, inputs):
+            return
+        step = self.client.create_step(self.run_id, name, spec=spec, cache_key=key)
+        self.state[name] = "running"
+        self.running[step.id] = (name, time.monotonic())
+        self.progress.update(name, "running")
+        self.launcher.launch(step.id, self.tmp / f"{name}.log", self.tmp / f"{name}.json")
+
+    def _try_cache(
+        self, name: str, key: str, spec: dict[str, Any], inputs: dict[str, ArtifactOut]
+    ) -> bool:
+        hit = self.client.lookup_cache(key)
+        if hit is None or not all(self.store.exists(a.uri) for a in hit.outputs.values()):
+            return False
+        step = self.client.create_step(self.run_id, name, spec=spec, cache_key=key, status="cached")
+        outputs = {}
+        for out_name, art in hit.outputs.items():
+            outputs[out_name] = self.client.create_artifact(
+                uri=art.uri,
+                content_hash=art.content_hash,
+                size=art.size,
+                name=out_name,
+                type_name=art.type_name,
+                materializer=art.materializer,
+                producer_step_id=step.id,
+            )
+        for arg, art in inputs.items():
+            self.client.add_input(step.id, art.id, arg)
+        self.state[name] = "cached"
+        self.results[name] = StepResult(name, "cached", step.id, 0.0, outputs)
+        self.progress.update(name, "cached", f"from run {hit.step.run_id[:8]}")
+        return True
+
+    def _finish(self, step_id: str, code: int) -> None:
+        import json
+
+        from runner.metadata.schemas import ArtifactOut
+
+        name, started = self.running.pop(step_id)
+        seconds = time.monotonic() - started
+        result_file = self.tmp / f"{name}.json"
+        data: dict[str, Any] = {}
+        if result_file.exists():
+            data = json.loads(result_file.read_text())
+        if code == 0 and data.get("status") == "completed":
+            outputs = {k: ArtifactOut.model_validate(v) for k, v in data["outputs"].items()}
+            self.results[name] = StepResult(name, "completed", step_id, seconds, outputs)
+            self.state[name] = "completed"
+            self.progress.update(name, "completed", f"{seconds:.2f}s")
+            return
+        error = data.get("error") or _describe_exit(code)
+        if not data:  # the child died before it could record anything
+            self.client.update_step(step_id, status="failed", error=error)
+        tail = log_tail(self.tmp / f"{name}.log")
+        self.results[name] = StepResult(
+            name, "failed", step_id, seconds, error=error, log_tail=tail
+        )
+        self.state[name] = "failed"
+        self.progress.update(name, "failed", error.splitlines()[0][:120])
+
+    def _skip_rest(self) -> None:
+        for name in self.compiled.order:
+            if self.state[name] == "pending":
+                spec = {"pipeline": self.compiled.name, "function": name, "skipped": True}
+                step = self.client.create_step(self.run_id, name, spec=spec, status="skipped")
+                self.state[name] = "skipped"
+                self.results[name] = StepResult(name, "skipped", step.id)
+                self.progress.update(name, "skipped", "an upstream step failed")
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        import signal
+
+        return f"step process was killed by {signal.Signals(-code).name}"
+    return f"step process exited with code {code} before recording a result"

@@ -1,0 +1,207 @@
+"""Experiment tracker and model registry clients.
+
+One MLflow run per pipeline run: the driver creates it over MLflow's REST API (no ``mlflow``
+import on the run's start path), steps log params and metrics to it tagged with their name,
+and ``register_model`` (which does import mlflow, in that step only) logs the model and
+registers a version tagged with the pipeline run it came from.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+import urllib.parse
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from runner.errors import RunnerError
+
+if TYPE_CHECKING:
+    from runner.context import StepContext
+    from stacks.outputs import StackOutputs
+
+
+class TrackerError(RunnerError):
+    """The experiment tracker refused a request or could not be reached."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    version: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+class TrackerClient:
+    """No tracker: logging is a no-op; registering a model is an error."""
+
+    uri: str | None = None
+
+    @staticmethod
+    def for_outputs(outputs: StackOutputs) -> TrackerClient:
+        if outputs.tracker.kind == "mlflow" and outputs.tracker.uri:
+            return MlflowTracker(outputs.tracker.uri)
+        return TrackerClient()
+
+    def start_run(self, pipeline: str, run_id: str, params: dict[str, Any]) -> str | None:
+        return None
+
+    def end_run(self, tracker_run_id: str | None, status: str) -> None:
+        return None
+
+    def log(
+        self,
+        tracker_run_id: str | None,
+        *,
+        params: dict[str, Any] | None = None,
+        metrics: dict[str, float] | None = None,
+        step: str = "",
+    ) -> None:
+        return None
+
+    def register_sklearn_model(self, model: Any, name: str, ctx: StepContext) -> ModelVersion:
+        raise TrackerError(
+            "this stack has no experiment tracker, so models cannot be registered",
+            "set components.tracker: mlflow in the stack spec",
+        )
+
+
+class MlflowTracker(TrackerClient):
+    """MLflow over its REST API (stdlib http.client: cheap to build, fork-safe)."""
+
+    uri: str
+
+    def __init__(self, uri: str, timeout: float = 30.0) -> None:
+        self.uri = uri.rstrip("/")
+        parsed = urllib.parse.urlsplit(self.uri)
+        self._host = parsed.hostname or "127.0.0.1"
+        self._port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        self._https = parsed.scheme == "https"
+        self._timeout = timeout
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+        conn = cls(self._host, self._port, timeout=self._timeout)
+        try:
+            payload = json.dumps(body).encode() if body is not None else None
+            headers = {"Content-Type": "application/json"} if payload else {}
+            conn.request(method, f"/api/2.0/mlflow/{path}", body=payload, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        except OSError as exc:
+            raise TrackerError(
+                f"experiment tracker at {self.uri} is not reachable ({exc})",
+                "check the stack with `mlstack status`",
+            ) from None
+        finally:
+            conn.close()
+        parsed = json.loads(data or b"{}")
+        if resp.status >= 400:
+            raise TrackerError(
+                f"experiment tracker answered {resp.status} to {path}: "
+                f"{parsed.get('message', data[:200])}"
+            )
+        return parsed
+
+    def _experiment_id(self, name: str) -> str:
+        query = urllib.parse.urlencode({"experiment_name": name})
+        try:
+            found = self._call("GET", f"experiments/get-by-name?{query}")
+            return str(found["experiment"]["experiment_id"])
+        except TrackerError as exc:
+            if "404" not in exc.headline:
+                raise
+        try:
+            return str(self._call("POST", "experiments/create", {"name": name})["experiment_id"])
+        except TrackerError:  # created concurrently by another run
+            return str(self._call("GET", f"experiments/get-by-name?{query}")["experiment"][
+                "experiment_id"
+            ])  # fmt: skip
+
+    def start_run(self, pipeline: str, run_id: str, params: dict[str, Any]) -> str | None:
+        experiment = self._experiment_id(pipeline)
+        tags = [
+            {"key": "mlstack.run_id", "value": run_id},
+            {"key": "mlstack.pipeline", "value": pipeline},
+            {"key": "mlflow.runName", "value": f"{pipeline}-{run_id[:8]}"},
+        ]
+        created = self._call(
+            "POST",
+            "runs/create",
+            {
+                "experiment_id": experiment,
+                "run_name": f"{pipeline}-{run_id[:8]}",
+                "start_time": int(time.time() * 1000),
+                "tags": tags,
+            },
+        )
+        tracker_run_id = str(created["run"]["info"]["run_id"])
+        if params:
+            self.log(tracker_run_id, params={f"pipeline.{k}": v for k, v in params.items()})
+        return tracker_run_id
+
+    def end_run(self, tracker_run_id: str | None, status: str) -> None:
+        if not tracker_run_id:
+            return
+        mlflow_status = {"completed": "FINISHED", "cancelled": "KILLED"}.get(status, "FAILED")
+        self._call(
+            "POST",
+            "runs/update",
+            {
+                "run_id": tracker_run_id,
+                "status": mlflow_status,
+                "end_time": int(time.time() * 1000),
+            },
+        )
+
+    def log(
+        self,
+        tracker_run_id: str | None,
+        *,
+        params: dict[str, Any] | None = None,
+        metrics: dict[str, float] | None = None,
+        step: str = "",
+    ) -> None:
+        if not tracker_run_id:
+            raise TrackerError("this run has no tracker run to log to")
+        now = int(time.time() * 1000)
+        body: dict[str, Any] = {
+            "run_id": tracker_run_id,
+            "params": [{"key": k, "value": str(v)} for k, v in (params or {}).items()],
+            "metrics": [
+                {"key": k, "value": float(v), "timestamp": now, "step": 0}
+                for k, v in (metrics or {}).items()
+            ],
+            "tags": [{"key": f"mlstack.step.{step}", "value": "logged"}] if step else [],
+        }
+        self._call("POST", "runs/log-batch", body)
+
+    def get_run(self, tracker_run_id: str) -> dict[str, Any]:
+        query = urllib.parse.urlencode({"run_id": tracker_run_id})
+        run: dict[str, Any] = self._call("GET", f"runs/get?{query}")["run"]
+        return run
+
+    def register_sklearn_model(self, model: Any, name: str, ctx: StepContext) -> ModelVersion:
+        import mlflow
+        import mlflow.sklearn
+        from mlflow.tracking import MlflowClient
+
+        mlflow.set_tracking_uri(self.uri)
+        if not ctx.tracker_run_id:
+            raise TrackerError("this run has no tracker run to log the model to")
+        with mlflow.start_run(run_id=ctx.tracker_run_id):
+            info = mlflow.sklearn.log_model(model, name=name, registered_model_name=name)
+        version = str(info.registered_model_version)
+        client = MlflowClient(self.uri)
+        for key, value in {
+            "mlstack.run_id": ctx.run_id,
+            "mlstack.pipeline": ctx.pipeline,
+            "mlstack.step": ctx.step_name,
+            "mlstack.stack": ctx.outputs.stack,
+        }.items():
+            client.set_model_version_tag(name, version, key, value)
+        return ModelVersion(name=name, version=version)

@@ -1,0 +1,1 @@
+"""The AWS stack: one Pulumi ComponentResource per component, composed by :mod:`.program`."""

@@ -1,0 +1,175 @@
+"""Metadata server: mlstack's own server on ECS Fargate, PostgreSQL on RDS.
+
+This component also owns what the stack's services share: the ECS cluster, the load balancer,
+the services' execution role and log group, and the database instance (smallest class from the
+spec, no final snapshot, no deletion protection). The metadata server uses database
+``metadata``; the tracker creates its own database ``mlflow`` on the same instance.
+
+Its image is ``components.metadata.image``; by default ``<stack registry>:metadata-<version>``,
+which you build and push once after ``up`` (see the README, "Cloud stacks").
+"""
+
+from __future__ import annotations
+
+from importlib import metadata as importlib_metadata
+
+import pulumi
+import pulumi_aws as aws
+
+from stacks.aws.base import (
+    LOG_RETENTION_DAYS,
+    AwsContext,
+    allow,
+    assume_role_policy,
+    ecr_pull,
+    policy_document,
+)
+from stacks.aws.network import Network
+from stacks.aws.secrets import TOKEN_SECRET, stack_secret
+from stacks.aws.service import Container, Platform, fargate_service
+
+DB_USER = "mlstack"
+DB_NAME = "metadata"
+DB_ENGINE_VERSION = "16"
+DB_STORAGE_GIB = 20
+PORT = 8080
+
+
+def default_image(repository_url: pulumi.Input[str]) -> pulumi.Output[str]:
+    """``<stack registry>:metadata-<mlstack version>``: the image the README shows how to push."""
+    try:
+        version = importlib_metadata.version("mlstack")
+    except importlib_metadata.PackageNotFoundError:
+        version = "dev"
+    return pulumi.Output.concat(repository_url, f":metadata-{version}")
+
+
+def database_url(db: aws.rds.Instance, password: pulumi.Input[str], name: str) -> pulumi.Output[str]:
+    return pulumi.Output.secret(
+        pulumi.Output.format(
+            "postgresql://{0}:{1}@{2}:{3}/{4}", DB_USER, password, db.address, db.port, name
+        )
+    )
+
+
+class MetadataServer(pulumi.ComponentResource):
+    """Shared service platform + database instance + the metadata server itself."""
+
+    TYPE = "mlstack:aws:MetadataServer"
+
+    def __init__(
+        self,
+        ctx: AwsContext,
+        *,
+        network: Network,
+        repository_url: pulumi.Output[str],
+        repository_arn: pulumi.Output[str],
+        token_secret: aws.secretsmanager.Secret,
+        db_password: pulumi.Input[str],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__(self.TYPE, "metadata", None, opts)
+        spec = ctx.ident.spec
+        child = pulumi.ResourceOptions(parent=self)
+        self.db_password = db_password
+
+        cluster = aws.ecs.Cluster("cluster", name=ctx.name("services", 255), opts=child)
+        log_group = aws.cloudwatch.LogGroup(
+            "service-logs",
+            name=f"/mlstack/{ctx.stack_id}/services",
+            retention_in_days=LOG_RETENTION_DAYS,
+            opts=child,
+        )
+        execution_role = aws.iam.Role(
+            "execution-role",
+            name=ctx.name("svc-exec", 64),
+            assume_role_policy=assume_role_policy("ecs-tasks.amazonaws.com"),
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            "execution-policy",
+            role=execution_role.id,
+            policy=policy_document(
+                *ecr_pull(repository_arn),
+                allow(
+                    ["logs:CreateLogStream", "logs:PutLogEvents"],
+                    [ctx.log_group_arn(log_group)],
+                ),
+                allow(["secretsmanager:GetSecretValue"], [ctx.secrets_arn_pattern()]),
+            ),
+            opts=child,
+        )
+        load_balancer = aws.lb.LoadBalancer(
+            "load-balancer",
+            name=ctx.name("lb", 32),
+            load_balancer_type="application",
+            internal=False,
+            security_groups=[network.alb_sg.id],
+            subnets=network.subnet_ids,
+            enable_deletion_protection=False,
+            opts=child,
+        )
+        self.platform = Platform(
+            network=network,
+            cluster=cluster,
+            load_balancer=load_balancer,
+            execution_role=execution_role,
+            log_group=log_group,
+        )
+
+        subnet_group = aws.rds.SubnetGroup(
+            "db-subnets", name=ctx.name("db", 255), subnet_ids=network.subnet_ids, opts=child
+        )
+        self.db = aws.rds.Instance(
+            "db",
+            identifier=ctx.name("db", 63),
+            engine="postgres",
+            engine_version=DB_ENGINE_VERSION,
+            instance_class=spec.components.tracker.db_instance_class,
+            allocated_storage=DB_STORAGE_GIB,
+            storage_type="gp3",
+            storage_encrypted=True,
+            db_name=DB_NAME,
+            username=DB_USER,
+            password=db_password,
+            db_subnet_group_name=subnet_group.name,
+            vpc_security_group_ids=[network.db_sg.id],
+            publicly_accessible=False,
+            multi_az=False,
+            backup_retention_period=0,  # short-lived stacks: no automated backups to clean up
+            skip_final_snapshot=True,
+            deletion_protection=False,
+            delete_automated_backups=True,
+            apply_immediately=True,
+            opts=child,
+        )
+        url_secret = stack_secret(
+            ctx, "metadata-database-url", database_url(self.db, db_password, DB_NAME), self
+        )
+        image = spec.components.metadata.image or default_image(repository_url)
+        fargate_service(
+            ctx,
+            self,
+            self.platform,
+            Container(
+                name="metadata",
+                image=image,
+                port=PORT,
+                listener_port=PORT,
+                cpu=256,
+                memory=512,
+                command=[
+                    "python", "-m", "runner.metadata.server", "--host", "0.0.0.0",
+                    "--port", str(PORT),
+                ],  # fmt: skip
+                secrets={
+                    "MLSTACK_METADATA_TOKEN": token_secret.arn,
+                    "MLSTACK_METADATA_DATABASE_URL": url_secret.arn,
+                },
+            ),
+        )
+        self.url = pulumi.Output.concat("http://", load_balancer.dns_name, f":{PORT}")
+        self.register_outputs({"url": self.url})
+
+    def outputs(self) -> dict[str, object]:
+        return {"url": self.url, "token_secret": TOKEN_SECRET}

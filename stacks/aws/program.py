@@ -1,0 +1,90 @@
+"""The AWS stack as one inline Pulumi program: seven components, one outputs contract.
+
+The engine runs :func:`program` through the Automation API; the offline ``plan`` and the mock
+tests run the same function under Pulumi's mocks. Inputs besides the spec come from the Pulumi
+stack: its name is the mlstack stack id, and config ``mlstack:*`` carries the owner, the expiry
+and the generated secrets (see :data:`SECRET_CONFIG`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+
+from provisioner.spec import DeployerFlavor, StackSpec, TrackerFlavor
+from stacks.aws.artifact_store import ArtifactStore
+from stacks.aws.base import AwsContext, StackIdentity
+from stacks.aws.deployer import ModelDeployer
+from stacks.aws.metadata import MetadataServer
+from stacks.aws.orchestrator import Orchestrator
+from stacks.aws.registry import ContainerRegistry
+from stacks.aws.secrets import SecretsBackend
+from stacks.aws.tracker import Tracker
+
+PROJECT = "mlstack-aws"
+# Secret config values the engine generates once per stack (stored encrypted in the stack).
+SECRET_CONFIG = ("metadataToken", "dbPassword")
+# Component resource type -> the spec component it belongs to (for plan grouping).
+COMPONENTS = {
+    ArtifactStore.TYPE: "artifact_store",
+    ContainerRegistry.TYPE: "container_registry",
+    SecretsBackend.TYPE: "secrets",
+    Orchestrator.TYPE: "orchestrator",
+    MetadataServer.TYPE: "metadata",
+    Tracker.TYPE: "tracker",
+    ModelDeployer.TYPE: "deployer",
+}
+
+
+def program(spec: StackSpec) -> None:
+    """Declare every resource of an AWS stack and export the StackOutputs contract."""
+    ident = StackIdentity.from_pulumi(spec)
+    config = pulumi.Config("mlstack")
+    ctx = AwsContext.create(ident)
+    opts = ctx.opts()
+    components = spec.components
+
+    store = ArtifactStore(ctx, opts)
+    registry = ContainerRegistry(ctx, opts)
+    secrets = SecretsBackend(ctx, config.require_secret("metadataToken"), opts)
+    orchestrator = Orchestrator(
+        ctx, bucket_arn=store.arn, repository_arn=registry.arn, opts=opts
+    )
+    metadata = MetadataServer(
+        ctx,
+        network=orchestrator.network,
+        repository_url=registry.url,
+        repository_arn=registry.arn,
+        token_secret=secrets.token,
+        db_password=config.require_secret("dbPassword"),
+        opts=opts,
+    )
+    tracker: dict[str, Any] = {"kind": "none"}
+    if components.tracker.flavor is TrackerFlavor.mlflow:
+        tracker = Tracker(ctx, metadata=metadata, bucket=store.bucket, opts=opts).outputs()
+    deployer: dict[str, Any] = {"kind": "none"}
+    if components.deployer.flavor is DeployerFlavor.sagemaker:
+        deployer = ModelDeployer(
+            ctx, bucket_arn=store.arn, repository_arn=registry.arn, opts=opts
+        ).outputs(ctx)
+
+    exports: dict[str, Any] = {
+        "version": 1,
+        "stack": spec.name,
+        "stack_id": ident.stack_id,
+        "provider": "aws",
+        "region": ctx.region,
+        "tags": ident.tags(),
+        "artifact_store": store.outputs(ctx),
+        "container_registry": registry.outputs(),
+        "orchestrator": orchestrator.outputs(ctx),
+        "secrets": secrets.outputs(ctx),
+        "tracker": tracker,
+        "deployer": deployer,
+        "metadata": metadata.outputs(),
+        # Not (yet) in StackOutputs: Fargate job definitions need an execution role.
+        "orchestrator_execution_role_arn": orchestrator.execution_role.arn,
+    }
+    for key, value in exports.items():
+        pulumi.export(key, value)
