@@ -309,7 +309,8 @@ class NumpyMaterializer(Materializer):
     def save(self, value: Any, path: str) -> None:
         import numpy as np
 
-        np.save(path, np.asarray(value), allow_pickle=False)
+        with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a name
+            np.save(f, np.asarray(value), allow_pickle=False)
 
     def load(self, path: str, type_name: str) -> Any:
         import numpy as np
