@@ -107,11 +107,22 @@ def run(
         launcher.close(kill=True)
 
 
+def _warm_up(outputs: StackOutputs) -> None:
+    """Import what every step needs once, before the worker forks, so no step pays for it."""
+    import runner.entrypoint
+    import runner.materializers
+    import runner.metadata.client  # noqa: F401
+    from runner.entrypoint import _store
+
+    _store(outputs)  # imports fsspec and the store's filesystem implementation
+
+
 def _launcher(outputs: StackOutputs) -> Any:
     kind = outputs.orchestrator.kind
     if kind == "local":
         from runner.worker import ForkWorker
 
+        _warm_up(outputs)
         return ForkWorker(outputs)
     raise RunnerError(
         f"orchestrator {kind!r} is not supported by this runner yet",
@@ -302,7 +313,7 @@ class _Driver:
             outputs = {k: ArtifactOut.model_validate(v) for k, v in data["outputs"].items()}
             self.results[name] = StepResult(name, "completed", step_id, seconds, outputs)
             self.state[name] = "completed"
-            self.progress.update(name, "completed", f"{seconds:.2f}s")
+            self.progress.update(name, "completed")
             return
         error = data.get("error") or _describe_exit(code)
         if not data:  # the child died before it could record anything
