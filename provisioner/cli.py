@@ -211,6 +211,11 @@ from provisioner.cli_secrets import secret  # noqa: E402 - registers the group b
 
 cli.add_command(secret)
 
+from provisioner.cli_cloud import recover, refresh  # noqa: E402 - refresh/recover of cloud stacks
+
+cli.add_command(refresh)
+cli.add_command(recover)
+
 from provisioner.cli_runs import COMMANDS as RUN_COMMANDS  # noqa: E402
 
 for _command in RUN_COMMANDS:

@@ -276,7 +276,7 @@ def undeploy(deployment: str, stack: str | None) -> None:
     outputs = stack_outputs(stack)
     with metadata_client(outputs) as client:
         found = find(client, outputs.stack, deployment)
-        stop_deployment(outputs, client, found)
+        stop_deployment(outputs.deployer.workdir, client, found)
     click.echo(f"deployment {found.name} ({found.id[:12]}) stopped")
 
 

@@ -73,6 +73,18 @@ class MetadataFlavor(StrEnum):
 
 
 Port = Annotated[int, Field(ge=1024, le=65535)]
+DB_CLASS_RE = re.compile(r"^db\.[a-z][a-z0-9-]*\.[a-z0-9]+$")
+ML_INSTANCE_RE = re.compile(r"^ml\.[a-z][a-z0-9-]*\.[a-z0-9]+$")
+# Fargate task sizes: vCPU -> the memory (GiB) it can have.
+FARGATE_MEMORY_GIB: dict[float, tuple[float, ...]] = {
+    0.25: (0.5, 1, 2),
+    0.5: (1, 2, 3, 4),
+    1: tuple(range(2, 9)),
+    2: tuple(range(4, 17)),
+    4: tuple(range(8, 31)),
+    8: tuple(range(16, 61, 4)),
+    16: tuple(range(32, 121, 8)),
+}
 
 
 class _Strict(BaseModel):
@@ -120,10 +132,24 @@ class TrackerSpec(_Component):
     cpu: Annotated[float, Field(gt=0, le=16)] = 0.5
     memory_gib: Annotated[float, Field(gt=0, le=120)] = 1.0
 
+    @field_validator("db_instance_class")
+    @classmethod
+    def _db_class(cls, value: str) -> str:
+        if not DB_CLASS_RE.match(value):
+            raise ValueError("expected an RDS instance class such as db.t4g.micro or db.m7g.large")
+        return value
+
 
 class DeployerSpec(_Component):
     flavor: DeployerFlavor | None = None
     instance_type: str = "ml.t3.medium"
+
+    @field_validator("instance_type")
+    @classmethod
+    def _instance_type(cls, value: str) -> str:
+        if not ML_INSTANCE_RE.match(value):
+            raise ValueError("expected a SageMaker instance type such as ml.t3.medium")
+        return value
 
 
 class MetadataSpec(_Component):
@@ -287,6 +313,7 @@ class StackSpec(_Strict):
                 "kubernetes: a kubernetes stack needs kubernetes.kubeconfig and"
                 " kubernetes.context (the cluster to deploy into)"
             )
+        self._cloud_rules()
         orchestrator = self.components.orchestrator.flavor
         registry = self.components.container_registry.flavor
         if orchestrator is OrchestratorFlavor.docker and registry is RegistryFlavor.none:
@@ -297,6 +324,29 @@ class StackSpec(_Strict):
         if self.ttl is None and DEFAULT_TTL[self.provider] is not None:
             object.__setattr__(self, "ttl", DEFAULT_TTL[self.provider])
         return self
+
+    def _cloud_rules(self) -> None:
+        tracker, url = self.components.tracker, self.components.metadata.database_url
+        if self.provider is Provider.aws and tracker.flavor is TrackerFlavor.mlflow:
+            sizes = FARGATE_MEMORY_GIB.get(tracker.cpu)
+            if sizes is None:
+                allowed = ", ".join(f"{c:g}" for c in FARGATE_MEMORY_GIB)
+                raise ValueError(f"components.tracker.cpu: on aws (Fargate) use one of {allowed}")
+            if tracker.memory_gib not in sizes:
+                raise ValueError(
+                    f"components.tracker.memory_gib: cpu {tracker.cpu:g} on Fargate takes"
+                    f" memory_gib {', '.join(f'{m:g}' for m in sizes)}"
+                )
+        if self.provider is Provider.aws and url is not None:
+            raise ValueError(
+                "components.metadata.database_url: aws stacks create their own PostgreSQL"
+                " (RDS); remove the setting"
+            )
+        if self.provider is Provider.kubernetes and url and not url.startswith("postgres"):
+            raise ValueError(
+                "components.metadata.database_url: kubernetes stacks take a postgresql:// URL"
+                " reachable from the cluster (or none, for SQLite on a volume)"
+            )
 
     @property
     def ttl_delta(self) -> timedelta | None:

@@ -49,6 +49,7 @@ class ServiceRecord(BaseModel):
     component: str
     config_hash: str
     port: int | None = None
+    health_path: str = "/health"
     pid: int | None = None
     create_time: float | None = None
     log: str | None = None

@@ -117,7 +117,6 @@ def deploy_model(model_name: str, version: str, name: str | None = None) -> Depl
     ctx = current()
     return deploy(
         ctx.outputs,
-        ctx.metadata,
         model_name=model_name,
         version=version,
         name=name or model_name,

@@ -43,36 +43,67 @@ class Deployment:
         return f"{self.endpoint_url}/invocations"
 
 
-def _workdir(outputs: StackOutputs) -> Path:
-    if outputs.deployer.kind != "local" or not outputs.deployer.workdir:
-        raise DeployError(
-            f"deployer {outputs.deployer.kind!r} cannot serve models from this runner",
-            "use a stack with components.deployer: local",
-        )
-    return Path(outputs.deployer.workdir)
-
-
 def deploy(
     outputs: StackOutputs,
-    client: MetadataClient,
     *,
+    model_name: str,
+    version: str,
+    name: str,
+    run_id: str | None = None,
+) -> Deployment:
+    """Hand a registered model version to the stack's deployer; returns the live endpoint."""
+    from runner.deployer_server import request_deployment
+
+    deployer = outputs.deployer
+    if deployer.kind != "local" or not deployer.url:
+        raise DeployError(
+            f"deployer {deployer.kind!r} cannot serve models from this runner",
+            "use a stack with components.deployer: local",
+        )
+    if outputs.tracker.kind != "mlflow" or not outputs.tracker.uri:
+        raise DeployError("the local deployer serves models from MLflow; the stack has none")
+    token = outputs.metadata.token
+    data = request_deployment(
+        deployer.url,
+        token.get_secret_value() if token else "",
+        {
+            "model_name": model_name,
+            "version": version,
+            "name": name,
+            "run_id": run_id,
+            "tracker_uri": outputs.tracker.uri,
+            "metadata_url": outputs.metadata.url,
+        },
+    )
+    return Deployment(
+        data["id"], data["name"], data["model_name"], data["version"], data["endpoint_url"]
+    )
+
+
+def serve_model(
+    *,
+    stack: str,
+    workdir: str,
+    tracker_uri: str,
+    client: MetadataClient,
     model_name: str,
     version: str,
     name: str,
     run_id: str | None = None,
     timeout: float = 180.0,
 ) -> Deployment:
-    """Serve ``models:/model_name/version``; replaces a live deployment of the same name."""
-    workdir = _workdir(outputs)
-    if outputs.tracker.kind != "mlflow" or not outputs.tracker.uri:
-        raise DeployError("the local deployer serves models from MLflow; the stack has none")
-    for old in client.list_deployments(stack=outputs.stack):
+    """Start ``models:/model_name/version`` as a host daemon (run inside the deployer service).
+
+    Replaces a live deployment of the same name.
+    """
+    folder = Path(workdir)
+    for old in client.list_deployments(stack=stack):
         if old.name == name and old.status in LIVE:
-            undeploy(outputs, client, old)
-    workdir.mkdir(parents=True, exist_ok=True)
+            undeploy(workdir, client, old)
+    folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log = workdir / f"{name}-{port}.log"
+    log = folder / f"{name}-{port}.log"
     argv = [
         sys.executable, "-m", "mlflow", "models", "serve",
         "-m", f"models:/{model_name}/{version}", "--env-manager", "local",
@@ -80,19 +111,19 @@ def deploy(
     ]  # fmt: skip
     # mlflow starts `uvicorn` by name: the interpreter's bin folder must be on PATH.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = {"MLFLOW_TRACKING_URI": outputs.tracker.uri, "PATH": path}
-    daemon = spawn(argv, log=log, cwd=workdir, env=env)
+    env = {"MLFLOW_TRACKING_URI": tracker_uri, "PATH": path}
+    daemon = spawn(argv, log=log, cwd=folder, env=env)
     details = {"pid": daemon.pid, "create_time": daemon.create_time, "port": port, "log": str(log)}
     record = client.create_deployment(
         name=name,
-        stack=outputs.stack,
+        stack=stack,
         model_name=model_name,
         model_version=version,
         endpoint_url=url,
         run_id=run_id,
         details=details,
     )
-    marker = workdir / f"{record.id}.json"
+    marker = folder / f"{record.id}.json"
     marker.write_text(json.dumps({"name": name, **details}))
     try:
         wait_healthy(f"endpoint {name}", daemon, f"{url}/ping", log, timeout)
@@ -115,10 +146,10 @@ def find(client: MetadataClient, stack: str, ref: str) -> DeploymentOut:
     return found[0]
 
 
-def undeploy(outputs: StackOutputs, client: MetadataClient, deployment: DeploymentOut) -> None:
+def undeploy(workdir: str | None, client: MetadataClient, deployment: DeploymentOut) -> None:
     """Stop the endpoint's process and mark the deployment stopped."""
     details = deployment.details or {}
     stop(details.get("pid"), details.get("create_time"))
     client.update_deployment(deployment.id, status="stopped")
-    if outputs.deployer.workdir:
-        (Path(outputs.deployer.workdir) / f"{deployment.id}.json").unlink(missing_ok=True)
+    if workdir:
+        (Path(workdir) / f"{deployment.id}.json").unlink(missing_ok=True)

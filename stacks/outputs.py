@@ -59,6 +59,7 @@ class TrackerOutputs(_Out):
 
 class DeployerOutputs(_Out):
     kind: Literal["local", "sagemaker", "kubernetes", "none"]
+    url: str | None = Field(None, description="local: the deployer service's URL")
     workdir: str | None = Field(None, description="local: where endpoint records and logs live")
     role_arn: str | None = None
     namespace: str | None = None

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 # provider -> "module:Class"; the module is imported only when that provider is used.
 ENGINES: dict[str, str] = {
     "local": "provisioner.engines.local:LocalEngine",
+    "aws": "provisioner.engines.pulumi:AwsEngine",
+    "kubernetes": "provisioner.engines.pulumi:KubernetesEngine",
 }
 
 

@@ -16,7 +16,15 @@ from provisioner.engines.base import Engine, PlannedChange, PlanResult, ServiceS
 from provisioner.errors import ServiceFailed, UsageError
 from provisioner.spec import StackSpec
 from provisioner.state import ServiceRecord, StackRecord, now
-from stacks.local import artifact_store, deployer, metadata, orchestrator, secrets_backend, tracker
+from stacks.local import (
+    artifact_store,
+    deployer,
+    metadata,
+    orchestrator,
+    registry,
+    secrets_backend,
+    tracker,
+)
 from stacks.local.base import LocalContext, ServiceDef
 from stacks.local.supervisor import (
     DaemonFailed,
@@ -49,7 +57,8 @@ class LocalEngine(Engine):
             tracker.service(ctx),
             metadata.service(ctx, token),
             orchestrator.service(ctx),
-            deployer.service(ctx),
+            deployer.service(ctx, token),
+            registry.service(ctx),
         ]
         return [s for s in found if s is not None]
 
@@ -187,7 +196,11 @@ class LocalEngine(Engine):
         if svc.prepare:
             svc.prepare()
         log = ctx.path("logs", f"{svc.name}.log")
-        daemon = spawn(svc.argv(port), log=log, cwd=ctx.stack_dir, env=svc.env)
+        try:
+            daemon = spawn(svc.argv(port), log=log, cwd=ctx.stack_dir, env=svc.env)
+        except OSError as exc:  # a missing program: say which and how to get it
+            self.progress.update(svc.name, "failed", str(exc))
+            raise ServiceFailed(f"{svc.name} cannot start: {exc}") from None
         try:
             wait_healthy(
                 svc.name,
@@ -205,6 +218,7 @@ class LocalEngine(Engine):
             component=svc.component,
             config_hash=svc.config_hash(),
             port=port,
+            health_path=svc.health_path,
             pid=daemon.pid,
             create_time=daemon.create_time,
             log=str(log),
@@ -213,6 +227,11 @@ class LocalEngine(Engine):
 
     def _outputs(self, ctx: LocalContext, record: StackRecord) -> StackOutputs:
         spec = ctx.spec
+
+        def port_of(name: str) -> int | None:
+            svc = record.services.get(name)
+            return svc.port if svc else None
+
         tracker_svc = record.services.get("tracker")
         meta = record.services["metadata"]
         assert meta.port is not None
@@ -222,11 +241,11 @@ class LocalEngine(Engine):
             provider="local",
             tags={"mlstack:stack": spec.name, "mlstack:stack-id": record.stack_id, **spec.tags},
             artifact_store=artifact_store.outputs(ctx),
-            container_registry=deployer.registry_outputs(ctx),
+            container_registry=registry.outputs(ctx, port_of("registry")),
             orchestrator=orchestrator.outputs(ctx),
             secrets=secrets_backend.outputs(ctx),
             tracker=tracker.outputs(ctx, tracker_svc.port if tracker_svc else None),
-            deployer=deployer.outputs(ctx),
+            deployer=deployer.outputs(ctx, port_of("deployer")),
             metadata=metadata.outputs(meta.port),
         )
 
@@ -274,7 +293,7 @@ class LocalEngine(Engine):
             url = f"http://127.0.0.1:{svc.port}"
             if not is_alive(svc.pid, svc.create_time):
                 state, detail = "stopped", f"process {svc.pid} is gone; run `mlstack up` again"
-            elif http_ok(url + "/health"):
+            elif http_ok(url + svc.health_path):
                 state, detail = "healthy", ""
             else:
                 state, detail = "unhealthy", "health check failed"

@@ -27,9 +27,7 @@ PLAN_SECRET = "generated-at-up"
 # Key inputs worth showing (and pricing) per resource type: label -> dotted input path.
 DETAILS: dict[str, dict[str, str]] = {
     "aws:s3/bucket:Bucket": {"bucket": "bucket", "force_destroy": "forceDestroy"},
-    "aws:s3/bucketVersioning:BucketVersioning": {
-        "versioning": "versioningConfiguration.status"
-    },
+    "aws:s3/bucketVersioning:BucketVersioning": {"versioning": "versioningConfiguration.status"},
     "aws:ecr/repository:Repository": {
         "name": "name",
         "force_delete": "forceDelete",
@@ -238,7 +236,9 @@ def run_program(
                 return response
 
         monitor = ParentRecordingMonitor()
-        pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
+        pulumi.runtime.set_mocks(
+            mocks, project=project, stack=stack, preview=False, monitor=monitor
+        )
         exported: dict[str, Any] = {}
 
         def body() -> None:
@@ -320,6 +320,8 @@ def changes(run: MockRun, spec: StackSpec, reason: str) -> list[PlannedChange]:
             details["context"] = spec.kubernetes.context
         for label, path in DETAILS.get(res.type, {}).items():
             value = res.get(path)
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)  # protobuf numbers arrive as floats
             if value is not None:
                 details[label] = value
         details.setdefault("count", 1)

@@ -33,6 +33,7 @@ DB_NAME = "metadata"
 DB_ENGINE_VERSION = "16"
 DB_STORAGE_GIB = 20
 PORT = 8080
+COMMAND = ["python", "-m", "runner.metadata.server", "--host", "0.0.0.0", "--port", str(PORT)]
 
 
 def default_image(repository_url: pulumi.Input[str]) -> pulumi.Output[str]:
@@ -44,7 +45,9 @@ def default_image(repository_url: pulumi.Input[str]) -> pulumi.Output[str]:
     return pulumi.Output.concat(repository_url, f":metadata-{version}")
 
 
-def database_url(db: aws.rds.Instance, password: pulumi.Input[str], name: str) -> pulumi.Output[str]:
+def database_url(
+    db: aws.rds.Instance, password: pulumi.Input[str], name: str
+) -> pulumi.Output[str]:
     return pulumi.Output.secret(
         pulumi.Output.format(
             "postgresql://{0}:{1}@{2}:{3}/{4}", DB_USER, password, db.address, db.port, name
@@ -81,13 +84,13 @@ class MetadataServer(pulumi.ComponentResource):
             opts=child,
         )
         execution_role = aws.iam.Role(
-            "execution-role",
+            "service-execution-role",
             name=ctx.name("svc-exec", 64),
             assume_role_policy=assume_role_policy("ecs-tasks.amazonaws.com"),
             opts=child,
         )
         aws.iam.RolePolicy(
-            "execution-policy",
+            "service-execution-policy",
             role=execution_role.id,
             policy=policy_document(
                 *ecr_pull(repository_arn),
@@ -158,10 +161,7 @@ class MetadataServer(pulumi.ComponentResource):
                 listener_port=PORT,
                 cpu=256,
                 memory=512,
-                command=[
-                    "python", "-m", "runner.metadata.server", "--host", "0.0.0.0",
-                    "--port", str(PORT),
-                ],  # fmt: skip
+                command=COMMAND,
                 secrets={
                     "MLSTACK_METADATA_TOKEN": token_secret.arn,
                     "MLSTACK_METADATA_DATABASE_URL": url_secret.arn,

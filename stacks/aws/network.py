@@ -8,6 +8,8 @@ metadata server reuse it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pulumi
 import pulumi_aws as aws
 
@@ -21,6 +23,11 @@ EVERYWHERE = "0.0.0.0/0"
 
 def _egress_all() -> list[aws.ec2.SecurityGroupEgressArgsDict]:
     return [{"protocol": "-1", "from_port": 0, "to_port": 0, "cidr_blocks": [EVERYWHERE]}]
+
+
+def _nth(index: int) -> Callable[[list[str]], str]:
+    """Pick zone ``index`` (wrapping around in regions with fewer zones)."""
+    return lambda names: names[index % len(names)]
 
 
 class Network(pulumi.ComponentResource):
@@ -55,7 +62,7 @@ class Network(pulumi.ComponentResource):
                 f"public-{index}",
                 vpc_id=self.vpc.id,
                 cidr_block=cidr,
-                availability_zone=zones.apply(lambda names, i=index: names[i % len(names)]),
+                availability_zone=zones.apply(_nth(index)),
                 map_public_ip_on_launch=True,
                 tags={"Name": ctx.name(f"public-{index}")},
                 opts=child,

@@ -49,13 +49,13 @@ class Orchestrator(pulumi.ComponentResource):
         )
         log_streams = ctx.log_group_arn(self.log_group)
         self.execution_role = aws.iam.Role(
-            "execution-role",
+            "batch-execution-role",
             name=ctx.name("batch-exec", 64),
             assume_role_policy=assume_role_policy("ecs-tasks.amazonaws.com"),
             opts=child,
         )
         aws.iam.RolePolicy(
-            "execution-policy",
+            "batch-execution-policy",
             role=self.execution_role.id,
             policy=policy_document(
                 *ecr_pull(repository_arn),

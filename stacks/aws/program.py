@@ -48,9 +48,7 @@ def program(spec: StackSpec) -> None:
     store = ArtifactStore(ctx, opts)
     registry = ContainerRegistry(ctx, opts)
     secrets = SecretsBackend(ctx, config.require_secret("metadataToken"), opts)
-    orchestrator = Orchestrator(
-        ctx, bucket_arn=store.arn, repository_arn=registry.arn, opts=opts
-    )
+    orchestrator = Orchestrator(ctx, bucket_arn=store.arn, repository_arn=registry.arn, opts=opts)
     metadata = MetadataServer(
         ctx,
         network=orchestrator.network,

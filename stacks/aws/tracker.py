@@ -53,13 +53,13 @@ class Tracker(pulumi.ComponentResource):
         spec = ctx.ident.spec.components.tracker
         child = pulumi.ResourceOptions(parent=self)
         task_role = aws.iam.Role(
-            "task-role",
+            "mlflow-task-role",
             name=ctx.name("mlflow", 64),
             assume_role_policy=assume_role_policy("ecs-tasks.amazonaws.com"),
             opts=child,
         )
         aws.iam.RolePolicy(
-            "task-policy",
+            "mlflow-task-policy",
             role=task_role.id,
             policy=policy_document(*bucket_access(bucket.arn)),
             opts=child,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from stacks.local.base import LocalContext, ServiceDef
 from stacks.local.supervisor import stop
-from stacks.outputs import DeployerOutputs, RegistryOutputs
+from stacks.outputs import DeployerOutputs
 
 
 def _enabled(ctx: LocalContext) -> bool:
@@ -15,15 +15,31 @@ def _enabled(ctx: LocalContext) -> bool:
     return flavor is not None and flavor.value != "none"
 
 
-def service(ctx: LocalContext) -> ServiceDef | None:
-    """Endpoints are started per deployment; idle, the deployer is only a setting."""
+def service(ctx: LocalContext, token: str) -> ServiceDef | None:
+    """A small service that starts one ``mlflow models serve`` endpoint per deployment."""
     if not _enabled(ctx):
         return None
+    folder = workdir(ctx)
     return ServiceDef(
         name="deployer",
         component="deployer",
         config={"flavor": "local", "server": "mlflow models serve --env-manager local"},
-        prepare=lambda: workdir(ctx).mkdir(parents=True, exist_ok=True),
+        argv=lambda port: [
+            ctx.python,
+            "-m",
+            "runner.deployer_server",
+            "--stack",
+            ctx.spec.name,
+            "--workdir",
+            str(folder),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env={"MLSTACK_METADATA_TOKEN": token},
+        start_timeout=60.0,
+        prepare=lambda: folder.mkdir(parents=True, exist_ok=True),
     )
 
 
@@ -45,12 +61,7 @@ def stop_endpoints(stack_dir: Path) -> list[str]:
     return stopped
 
 
-def outputs(ctx: LocalContext) -> DeployerOutputs:
-    if not _enabled(ctx):
+def outputs(ctx: LocalContext, port: int | None) -> DeployerOutputs:
+    if not _enabled(ctx) or port is None:
         return DeployerOutputs(kind="none")
-    return DeployerOutputs(kind="local", workdir=str(workdir(ctx)))
-
-
-def registry_outputs(ctx: LocalContext) -> RegistryOutputs:
-    """The local-process orchestrator needs no registry; the containers work adds one."""
-    return RegistryOutputs(kind="none")
+    return DeployerOutputs(kind="local", url=f"http://127.0.0.1:{port}", workdir=str(workdir(ctx)))

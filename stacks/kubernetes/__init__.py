@@ -1,0 +1,1 @@
+"""The Kubernetes stack: into an existing cluster, one ComponentResource per component."""

@@ -1,0 +1,103 @@
+"""Artifact store: MinIO in the namespace, its data on a PersistentVolumeClaim.
+
+A one-shot Job creates the bucket once the server answers; the root credentials live in a
+Secret (the password is generated once per stack by the engine).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from stacks.kubernetes.base import K8sContext, deployment, env_from_secret, volume_claim
+
+MINIO_IMAGE = "quay.io/minio/minio:RELEASE.2024-12-18T13-15-44Z"
+MC_IMAGE = "quay.io/minio/mc:RELEASE.2024-11-21T17-21-54Z"
+BUCKET = "mlstack"
+CREDENTIALS = "minio-credentials"
+USER = "mlstack"
+COMPONENT = "artifact_store"
+
+
+class ArtifactStore(pulumi.ComponentResource):
+    """Secret, PVC, Deployment + Service for MinIO, and the bucket-creating Job."""
+
+    TYPE = "mlstack:kubernetes:ArtifactStore"
+
+    def __init__(
+        self,
+        ctx: K8sContext,
+        password: pulumi.Input[str],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__(self.TYPE, "artifact-store", None, opts)
+        spec = ctx.spec.components.artifact_store
+        child = pulumi.ResourceOptions(parent=self)
+        self.ctx = ctx
+        k8s.core.v1.Secret(
+            "minio-credentials",
+            metadata=ctx.meta(CREDENTIALS, COMPONENT),
+            string_data={
+                "AWS_ACCESS_KEY_ID": USER,
+                "AWS_SECRET_ACCESS_KEY": pulumi.Output.secret(password),
+            },
+            opts=child,
+        )
+        claim = volume_claim(ctx, "minio-data", COMPONENT, spec.size_gib, self)
+        credentials = [
+            env_from_secret("MINIO_ROOT_USER", CREDENTIALS, "AWS_ACCESS_KEY_ID"),
+            env_from_secret("MINIO_ROOT_PASSWORD", CREDENTIALS, "AWS_SECRET_ACCESS_KEY"),
+        ]
+        server = deployment(
+            ctx,
+            "minio",
+            COMPONENT,
+            {
+                "name": "minio",
+                "image": MINIO_IMAGE,
+                "args": ["server", "/data", "--address", ":9000"],
+                "env": credentials,
+                "readiness_probe": {"http_get": {"path": "/minio/health/ready", "port": 9000}},
+                "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+            },
+            9000,
+            self,
+            claim="minio-data",
+        )
+        k8s.batch.v1.Job(
+            "minio-bucket",
+            metadata=ctx.meta("minio-bucket", COMPONENT),
+            spec={
+                "backoff_limit": 20,
+                "template": {
+                    "metadata": {"labels": ctx.labels(COMPONENT, "minio-bucket")},
+                    "spec": {
+                        "restart_policy": "OnFailure",
+                        "containers": [
+                            {
+                                "name": "mc",
+                                "image": MC_IMAGE,
+                                "command": ["sh", "-c"],
+                                "args": [
+                                    f"mc alias set store {self.endpoint}"
+                                    ' "$MINIO_ROOT_USER" "$MINIO_ROOT_PASSWORD"'
+                                    f" && mc mb --ignore-existing store/{BUCKET}"
+                                ],
+                                "env": credentials,
+                            }
+                        ],
+                    },
+                },
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[server, claim]),
+        )
+        self.register_outputs({"endpoint": self.endpoint})
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.ctx.host('minio')}:9000"
+
+    def outputs(self) -> dict[str, Any]:
+        return {"kind": "minio", "uri": f"s3://{BUCKET}/artifacts", "endpoint_url": self.endpoint}

@@ -1,0 +1,105 @@
+"""Experiment tracker: an MLflow Deployment; artifacts in the stack's MinIO bucket.
+
+Backend store: SQLite on a PVC, or database ``mlflow`` on the PostgreSQL server given as
+``components.metadata.database_url`` (created on first start).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from stacks.kubernetes.artifact_store import BUCKET, CREDENTIALS, ArtifactStore
+from stacks.kubernetes.base import K8sContext, deployment, env_from_secret, volume_claim
+from stacks.kubernetes.metadata import DATABASES, MetadataServer
+
+MLFLOW_IMAGE = "ghcr.io/mlflow/mlflow:v3.5.0"  # the same server as the AWS stack's
+COMPONENT = "tracker"
+PORT = 5000
+SIZE_GIB = 1
+
+# The official image has no PostgreSQL driver: install it, create the database once, serve.
+_CREATE_DB = (
+    "import os, psycopg2; from urllib.parse import urlsplit; "
+    "u = urlsplit(os.environ['MLFLOW_BACKEND_STORE_URI']); "
+    "c = psycopg2.connect(host=u.hostname, port=u.port or 5432, user=u.username,"
+    " password=u.password, dbname='postgres'); c.autocommit = True; k = c.cursor(); "
+    "k.execute('SELECT 1 FROM pg_database WHERE datname = %s', (u.path.strip('/'),)); "
+    "k.fetchone() or k.execute('CREATE DATABASE ' + u.path.strip('/'))"
+)
+_SERVE = (
+    'exec mlflow server --backend-store-uri "$MLFLOW_BACKEND_STORE_URI"'
+    f" --artifacts-destination s3://{BUCKET}/mlflow --host 0.0.0.0 --port {PORT} --workers 1"
+)
+
+
+def start_command(postgres: bool) -> str:
+    if postgres:
+        return (
+            "pip install --quiet --no-cache-dir psycopg2-binary boto3"
+            f' && python -c "{_CREATE_DB}" && {_SERVE}'
+        )
+    return f"pip install --quiet --no-cache-dir boto3 && {_SERVE}"
+
+
+class Tracker(pulumi.ComponentResource):
+    """MLflow Deployment + Service (+ PVC when on SQLite)."""
+
+    TYPE = "mlstack:kubernetes:Tracker"
+
+    def __init__(
+        self,
+        ctx: K8sContext,
+        *,
+        store: ArtifactStore,
+        metadata: MetadataServer,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__(self.TYPE, "tracker", None, opts)
+        spec = ctx.spec.components.tracker
+        env: list[k8s.core.v1.EnvVarArgsDict] = [
+            {"name": "MLFLOW_S3_ENDPOINT_URL", "value": store.endpoint},
+            {"name": "MLFLOW_SERVER_ALLOWED_HOSTS", "value": "*"},
+            env_from_secret("AWS_ACCESS_KEY_ID", CREDENTIALS, "AWS_ACCESS_KEY_ID"),
+            env_from_secret("AWS_SECRET_ACCESS_KEY", CREDENTIALS, "AWS_SECRET_ACCESS_KEY"),
+        ]
+        claim = None
+        if metadata.postgres:
+            env.append(env_from_secret("MLFLOW_BACKEND_STORE_URI", DATABASES, "mlflow"))
+        else:
+            claim = "mlflow-data"
+            volume_claim(ctx, claim, COMPONENT, SIZE_GIB, self)
+            env.append({"name": "MLFLOW_BACKEND_STORE_URI", "value": "sqlite:////data/mlflow.db"})
+        deployment(
+            ctx,
+            "mlflow",
+            COMPONENT,
+            {
+                "name": "mlflow",
+                "image": MLFLOW_IMAGE,
+                "command": ["sh", "-c"],
+                "args": [start_command(metadata.postgres)],
+                "env": env,
+                "readiness_probe": {
+                    "http_get": {"path": "/health", "port": PORT},
+                    "initial_delay_seconds": 20,
+                    "failure_threshold": 30,
+                },
+                "resources": {
+                    "requests": {
+                        "cpu": f"{int(spec.cpu * 1000)}m",
+                        "memory": f"{int(spec.memory_gib * 1024)}Mi",
+                    }
+                },
+            },
+            PORT,
+            self,
+            claim=claim,
+        )
+        self.uri = f"http://{ctx.host('mlflow')}:{PORT}"
+        self.register_outputs({"uri": self.uri})
+
+    def outputs(self) -> dict[str, Any]:
+        return {"kind": "mlflow", "uri": self.uri}
