@@ -221,6 +221,11 @@ from provisioner.cli_runs import COMMANDS as RUN_COMMANDS  # noqa: E402
 for _command in RUN_COMMANDS:
     cli.add_command(_command)
 
+from provisioner.cli_images import COMMANDS as IMAGE_COMMANDS  # noqa: E402
+
+for _command in IMAGE_COMMANDS:
+    cli.add_command(_command)
+
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one clean line per error, tracebacks only with --debug."""

@@ -21,6 +21,7 @@ from runner.errors import RunnerError
 from stacks.outputs import StackOutputs
 
 EXIT_OK, EXIT_FAILED = 0, 1
+CODE_DIR = "/tmp/mlstack-code"
 
 
 def _store(outputs: StackOutputs) -> Any:
@@ -64,6 +65,11 @@ def execute_step(
     code = EXIT_OK
     try:
         source = PipelineSource(**spec["source"])
+        if spec.get("code"):  # the code travelled separately from the image
+            from runner.code import materialize_code
+
+            root = materialize_code(spec["code"], store, CODE_DIR)
+            source = PipelineSource(module=source.module, path=None, root=root)
         if source.module not in sys.modules:
             import_source(source)
         step = find_step(source.module, spec["function"])

@@ -100,11 +100,18 @@ def run(
     compiled = pipeline.compile(params)
     if outputs.metadata.token is None:
         raise RunnerError("the stack outputs carry no metadata token", "resolve secrets first")
-    launcher = _launcher(outputs)  # forks before any thread or connection exists
+    progress = progress or _NoProgress()
+    scratch = Path(tempfile.mkdtemp(prefix="mlstack-run-"))
+    launcher: Any = None
     try:
-        return _Driver(compiled, outputs, launcher, no_cache, progress or _NoProgress()).run()
+        launcher, extra, code_ref = _prepare(pipeline, compiled, outputs, scratch, progress)
+        driver = _Driver(compiled, outputs, launcher, no_cache, progress, scratch)
+        driver.extra_spec, driver.code_ref = extra, code_ref
+        return driver.run()
     finally:
-        launcher.close(kill=True)
+        if launcher is not None:
+            launcher.close(kill=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _warm_up(outputs: StackOutputs) -> None:
@@ -117,16 +124,37 @@ def _warm_up(outputs: StackOutputs) -> None:
     _store(outputs)  # imports fsspec and the store's filesystem implementation
 
 
-def _launcher(outputs: StackOutputs) -> Any:
+def _prepare(
+    pipeline: Pipeline,
+    compiled: CompiledPipeline,
+    outputs: StackOutputs,
+    scratch: Path,
+    progress: RunProgress,
+) -> tuple[Any, dict[str, Any], str | None]:
+    """The orchestrator's launcher, extra step-spec fields and the run's code reference."""
     kind = outputs.orchestrator.kind
     if kind == "local":
         from runner.worker import ForkWorker
 
         _warm_up(outputs)
-        return ForkWorker(outputs)
+        return ForkWorker(outputs), {}, compiled.source.path  # forks before any thread
+    if kind == "docker":
+        from runner.code import package_code
+        from runner.docker_launcher import DockerLauncher, docker_client
+        from runner.entrypoint import _store
+        from runner.packaging import ensure_image
+
+        docker_client()  # one clear line when no engine is reachable, before any work
+        build = ensure_image(pipeline, outputs, progress=progress)
+        verb = "built" if build.built else "reused"
+        progress.update("image", verb, f"{build.image} ({build.reason})")
+        code = package_code(compiled.source, _store(outputs))
+        progress.update("code", "ready", code.describe())
+        launcher = DockerLauncher(outputs, build.image, scratch, run_label="")
+        return launcher, {"code": code.as_dict(), "image": build.image}, code.describe()
     raise RunnerError(
         f"orchestrator {kind!r} is not supported by this runner yet",
-        "use a stack with components.orchestrator: local",
+        "use a stack with components.orchestrator: local or docker",
     )
 
 
@@ -138,6 +166,7 @@ class _Driver:
         launcher: Any,
         no_cache: bool,
         progress: RunProgress,
+        scratch: Path,
     ) -> None:
         from runner.entrypoint import _store
         from runner.metadata.client import MetadataClient
@@ -156,7 +185,9 @@ class _Driver:
         self.state = {name: "pending" for name in compiled.order}
         self.results: dict[str, StepResult] = {}
         self.running: dict[str, tuple[str, float]] = {}  # step_id -> (name, started)
-        self.tmp = Path(tempfile.mkdtemp(prefix="mlstack-run-"))
+        self.tmp = scratch
+        self.extra_spec: dict[str, Any] = {}
+        self.code_ref: str | None = compiled.source.path
         self.max_parallel = max(1, outputs.orchestrator.max_parallel)
 
     def run(self) -> RunResult:
@@ -166,10 +197,12 @@ class _Driver:
             pipeline=c.name,
             stack=self.outputs.stack,
             params=c.params,
-            code_ref=c.source.path,
+            code_ref=self.code_ref,
             driver_pid=os.getpid(),
         )
         self.run_id = record.id
+        if hasattr(self.launcher, "run_label"):
+            self.launcher.run_label = record.id
         self.client.update_run(self.run_id, status="running")
         self.tracker_run_id = self.tracker.start_run(c.name, self.run_id, c.params)
         if self.tracker_run_id:
@@ -197,7 +230,6 @@ class _Driver:
             self.client.update_run(self.run_id, status=status, error=error)
             self.tracker.end_run(self.tracker_run_id, status)
             self.client.close()
-            shutil.rmtree(self.tmp, ignore_errors=True)
         result = RunResult(
             run_id=self.run_id,
             pipeline=c.name,
@@ -264,6 +296,7 @@ class _Driver:
             },
             "outputs": list(inv.step.outputs),
             "tracker_run_id": self.tracker_run_id,
+            **self.extra_spec,
         }
         if not self.no_cache and inv.step.cache and self._try_cache(name, key, spec, inputs):
             return

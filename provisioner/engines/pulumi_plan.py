@@ -336,7 +336,9 @@ def changes(run: MockRun, spec: StackSpec, reason: str) -> list[PlannedChange]:
             )
         )
     order = list(dict.fromkeys(run.components.values()))
-    found.sort(key=lambda c: order.index(c.component) if c.component in order else len(order))
+    rank = {name: i for i, name in enumerate(order)}
+    # Registration order is not deterministic (it is async): sort for a stable plan.
+    found.sort(key=lambda c: (rank.get(c.component, len(rank)), c.type, c.resource))
     return found
 
 

@@ -136,7 +136,7 @@ def deployment(
     skip = None if wait else {"pulumi.com/skipAwait": "true"}
     child = pulumi.ResourceOptions(parent=parent)
     result = k8s.apps.v1.Deployment(
-        app,
+        f"{app}-deployment",
         metadata=ctx.meta(app, component, app, annotations=skip),
         spec={
             "replicas": 1,

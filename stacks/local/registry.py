@@ -67,3 +67,37 @@ def outputs(ctx: LocalContext, port: int | None) -> RegistryOutputs:
     if not _enabled(ctx) or port is None:
         return RegistryOutputs(kind="none")
     return RegistryOutputs(kind="local", url=f"127.0.0.1:{port}", auth="none")
+
+
+def remove_docker_objects(stack: str) -> list[str]:
+    """Remove the stack's step containers and built images from the local Docker Engine.
+
+    Everything mlstack creates in Docker carries the label ``mlstack.stack=<stack>``. Without
+    the docker SDK or a reachable engine there is nothing of the stack's to remove there.
+    """
+    try:
+        import docker
+        from docker.errors import DockerException
+    except ImportError:
+        return []
+    try:
+        client = docker.from_env()
+        client.ping()
+    except DockerException:
+        return []
+    removed: list[str] = []
+    label = f"mlstack.stack={stack}"
+    for container in client.containers.list(all=True, filters={"label": label}):
+        try:
+            container.remove(force=True)
+            removed.append(f"container {container.short_id}")
+        except DockerException:
+            continue
+    for image in client.images.list(filters={"label": label}):
+        for tag in image.tags or [image.id]:
+            try:
+                client.images.remove(tag, force=True)
+                removed.append(f"image {tag}")
+            except DockerException:
+                continue
+    return removed

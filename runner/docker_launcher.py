@@ -1,0 +1,134 @@
+"""The Docker orchestrator: every step runs as a container of the pipeline's image.
+
+Containers use host networking, so the stack's services on 127.0.0.1 are reachable. The
+stack outputs (with the metadata token) reach a container only through its environment at
+run time — never an image layer or the image config. The run's scratch folder, a file://
+artifact store and the local secrets files are mounted at their host paths. Containers are
+labelled with the stack and run and removed when their step ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import queue
+import shlex
+import threading
+from pathlib import Path
+from typing import Any
+
+from runner.errors import RunnerError
+from runner.worker import Finished
+from stacks.outputs import StackOutputs
+
+OUTPUTS_ENV = "MLSTACK_STACK_OUTPUTS"
+
+
+def docker_client() -> Any:
+    """A docker SDK client from the environment (DOCKER_HOST honoured); one clear error."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except DockerException as exc:
+        import os
+
+        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        raise RunnerError(
+            f"Docker Engine is not reachable at {where}",
+            f"start dockerd or set DOCKER_HOST ({str(exc).splitlines()[0][:120]})",
+        ) from None
+    return client
+
+
+def mounts_for(outputs: StackOutputs, scratch: Path) -> dict[str, dict[str, str]]:
+    """Host paths a step container needs, mounted at the same paths."""
+    volumes = {str(scratch): {"bind": str(scratch), "mode": "rw"}}
+    store = outputs.artifact_store.uri
+    if store.startswith("file://"):
+        root = store.removeprefix("file://")
+        volumes[root] = {"bind": root, "mode": "rw"}
+    for secret_file in (outputs.secrets.path, outputs.secrets.key_file):
+        if outputs.secrets.kind == "local" and secret_file:
+            volumes[secret_file] = {"bind": secret_file, "mode": "ro"}
+    return volumes
+
+
+class DockerLauncher:
+    """Runs steps as containers; same interface as the local fork worker."""
+
+    def __init__(self, outputs: StackOutputs, image: str, scratch: Path, run_label: str) -> None:
+        self.client = docker_client()
+        self.outputs = outputs
+        self.image = image
+        self.scratch = scratch
+        self.run_label = run_label
+        self._done: queue.Queue[Finished] = queue.Queue()
+        self._containers: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._pull()
+
+    def _pull(self) -> None:
+        from docker.errors import APIError, ImageNotFound
+
+        repo, _, tag = self.image.rpartition(":")
+        try:
+            self.client.images.pull(repo, tag=tag)
+        except (APIError, ImageNotFound) as exc:
+            raise RunnerError(
+                f"cannot pull {self.image} from the stack's registry: {exc.explanation or exc}",
+                "check the registry with `mlstack status`",
+            ) from None
+
+    def launch(self, step_id: str, log: Path, result: Path) -> None:
+        command = (
+            f"exec python3 -m runner.entrypoint run-step --step-id {shlex.quote(step_id)}"
+            f" --result {shlex.quote(str(result))} --log {shlex.quote(str(log))}"
+            f" > {shlex.quote(str(log))} 2>&1"
+        )
+        env = {OUTPUTS_ENV: json.dumps(self.outputs.revealed())}
+        container = self.client.containers.run(
+            self.image,
+            command=["sh", "-c", command],
+            environment=env,
+            network_mode="host",
+            volumes=mounts_for(self.outputs, self.scratch),
+            labels={
+                "mlstack.stack": self.outputs.stack,
+                "mlstack.run": self.run_label,
+                "mlstack.step": step_id,
+            },
+            detach=True,
+        )
+        with self._lock:
+            self._containers[step_id] = container
+        threading.Thread(target=self._watch, args=(step_id, container), daemon=True).start()
+
+    def _watch(self, step_id: str, container: Any) -> None:
+        code = 1
+        try:
+            code = int(container.wait().get("StatusCode", 1))
+        except Exception:
+            code = 1
+        finally:
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+            with self._lock:
+                self._containers.pop(step_id, None)
+            self._done.put(Finished(step_id=step_id, code=code))
+
+    def wait(self) -> Finished:
+        while True:
+            try:
+                return self._done.get(timeout=0.5)
+            except queue.Empty:
+                continue
+
+    def close(self, kill: bool = False) -> None:
+        with self._lock:
+            running = list(self._containers.values())
+        for container in running:
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
