@@ -232,7 +232,8 @@ def logs(run_id: str, step: str | None, stack: str | None) -> None:
         if step is None:
             click.echo(f"===== {s.name} ({s.status.value}) =====")
         if s.log_uri:
-            click.echo(store.read_text(s.log_uri), nl=False)
+            text = store.read_text(s.log_uri)
+            click.echo(text if text else "(the step printed nothing)", nl=not text)
         elif s.status.value == "cached":
             click.echo("(cached: the step did not run; see the run it came from)")
         else:

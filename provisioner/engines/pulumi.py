@@ -145,6 +145,13 @@ def stack_outputs(values: Mapping[str, Any]) -> StackOutputs:
         ) from None
 
 
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return "unknown"
+
+
 class DriftReport(BaseModel):
     """What ``refresh`` (and ``recover``) found: resources whose live state differs."""
 
@@ -203,7 +210,7 @@ class PulumiEngine(Engine):
         existing = stack.get_all_config()
         expires = record.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if record.expires_at else ""
         config = {
-            "mlstack:owner": ConfigValue(spec.owner or getpass.getuser()),
+            "mlstack:owner": ConfigValue(spec.owner or _login()),
             "mlstack:expiresAt": ConfigValue(expires or "never"),
         }
         for key in self._program().SECRET_CONFIG:
@@ -363,7 +370,7 @@ class PulumiEngine(Engine):
             ),
         )
         changes = result.summary.resource_changes or {}
-        report.changes = {str(k): int(v) for k, v in changes.items()}
+        report.changes = {str(getattr(k, "value", k)): int(v) for k, v in changes.items()}
         report.drifted = recorder.drifted
         return report
 
