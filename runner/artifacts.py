@@ -187,7 +187,7 @@ class ArtifactStore:
             if not hasattr(tarfile, "data_filter"):
                 # Python before 3.11.4 (e.g. Debian bookworm's, in step images) has no
                 # extraction filters; every member was checked above.
-                tar.extractall(target)  # noqa: S202
+                tar.extractall(target)
                 return
             try:
                 tar.extractall(target, filter="data")

@@ -148,7 +148,11 @@ def _prepare(
         build = ensure_image(pipeline, outputs, progress=progress)
         verb = "built" if build.built else "reused"
         progress.update("image", verb, f"{build.image} ({build.reason})")
-        code = package_code(compiled.source, _store(outputs))
+        store = _store(outputs)
+        code = package_code(compiled.source, store)
+        if code.kind == "git" and code.url.startswith("file://"):
+            # A remote on this machine's disk cannot be cloned from inside a container.
+            code = package_code(compiled.source, store, use_git=False)
         progress.update("code", "ready", code.describe())
         launcher = DockerLauncher(outputs, build.image, scratch, run_label="")
         return launcher, {"code": code.as_dict(), "image": build.image}, code.describe()

@@ -217,11 +217,25 @@ class PipelineSource:
 class Pipeline:
     """A function whose body wires steps together."""
 
-    def __init__(self, func: Callable[..., Any], name: str | None = None) -> None:
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        name: str | None = None,
+        requirements: list[str] | tuple[str, ...] | None = None,
+    ) -> None:
         functools.update_wrapper(self, func)
         self.func = func
         self.name = name or func.__name__
         self.signature = inspect.signature(func)
+        if isinstance(requirements, str):
+            raise PipelineDefinitionError(
+                f"pipeline {self.name!r}: requirements must be a list of strings",
+                'for example @pipeline(requirements=["pandas>=2", "scikit-learn"])',
+            )
+        # None: not declared, so packaging reads requirements.txt / pyproject.toml instead.
+        self.requirements: list[str] | None = (
+            None if requirements is None else [str(r) for r in requirements]
+        )
 
     def __repr__(self) -> str:
         return f"<pipeline {self.name}>"
@@ -308,9 +322,15 @@ def source_of(func: Callable[..., Any]) -> PipelineSource:
 @overload
 def pipeline(func: Callable[..., Any], /) -> Pipeline: ...
 @overload
-def pipeline(*, name: str | None = None) -> Callable[[Callable[..., Any]], Pipeline]: ...
+def pipeline(
+    *, name: str | None = None, requirements: list[str] | tuple[str, ...] | None = None
+) -> Callable[[Callable[..., Any]], Pipeline]: ...
 def pipeline(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
-    """Declare a pipeline: a function whose body calls steps."""
+    """Declare a pipeline: ``@pipeline`` or ``@pipeline(requirements=["pandas>=2"])``.
+
+    ``requirements`` are what its image installs; without them packaging reads the
+    requirements.txt or pyproject.toml next to the pipeline's code.
+    """
     if func is not None:
         return Pipeline(func, **options)
     return lambda f: Pipeline(f, **options)

@@ -57,7 +57,17 @@ def deploy(model: Ridge, metrics: dict, min_r2: float = 0.2) -> str:
     return deploy_model(version.name, version.version).endpoint_url
 
 
-@pipeline
+# What the step image needs when the stack's orchestrator is docker.
+REQUIREMENTS = [
+    "pandas>=2.1",
+    "pyarrow>=15",
+    "scikit-learn>=1.4",
+    "mlflow-skinny>=2.16",
+    "skops>=0.10",  # MLflow saves scikit-learn models with skops
+]
+
+
+@pipeline(requirements=REQUIREMENTS)
 def training(alpha: float = 0.5, min_r2: float = 0.2) -> None:
     df = load()
     train_df, test_df = split(df)

@@ -254,9 +254,10 @@ class LocalEngine(Engine):
     def _down(self, record: StackRecord) -> tuple[list[str], list[str]]:
         # Model endpoints first: they depend on the tracker.
         stopped: list[str] = deployer.stop_endpoints(self.stack_dir(record.name))
-        if record.services.get("registry") or record.spec.get("components", {}).get(
-            "orchestrator", {}
-        ).get("flavor") == "docker":
+        if (
+            record.services.get("registry")
+            or record.spec.get("components", {}).get("orchestrator", {}).get("flavor") == "docker"
+        ):
             stopped += registry.remove_docker_objects(record.name)
         for name in stopped:
             self.progress.update(name, "stopped")

@@ -25,6 +25,9 @@ from runner.metadata.schemas import (
     DeploymentOut,
     DeploymentStatus,
     DeploymentUpdate,
+    ImageAction,
+    ImageCreate,
+    ImageOut,
     InputCreate,
     LineageEdge,
     PipelineCreate,
@@ -58,6 +61,8 @@ _CACHE_HIT = TypeAdapter(CacheHit)
 _DEPLOYMENT = TypeAdapter(DeploymentOut)
 _DEPLOYMENTS = TypeAdapter(list[DeploymentOut])
 _REAP = TypeAdapter(ReapResult)
+_IMAGE = TypeAdapter(ImageOut)
+_IMAGES = TypeAdapter(list[ImageOut])
 
 
 def _quote(segment: str) -> str:
@@ -346,3 +351,38 @@ class MetadataClient:
         )
         path = f"/deployments/{_quote(deployment_id)}"
         return self._http.call(_DEPLOYMENT, "PATCH", path, body, what=f"deployment {deployment_id}")
+
+    # --- images -----------------------------------------------------------------------------
+
+    def record_image(
+        self,
+        stack: str,
+        pipeline: str,
+        image: str,
+        tag: str,
+        action: ImageAction | str,
+        reason: str,
+        seconds: float,
+        details: dict[str, Any] | None = None,
+    ) -> ImageOut:
+        """Record a packaging outcome: ``action`` is built, reused or failed, and why."""
+        body = encode_body(
+            ImageCreate,
+            "image",
+            stack=stack,
+            pipeline=pipeline,
+            image=image,
+            tag=tag,
+            action=action,
+            reason=reason,
+            seconds=max(0.0, seconds),
+            details=details or {},
+        )
+        return self._http.call(_IMAGE, "POST", "/images", body)
+
+    def list_images(
+        self, stack: str | None = None, pipeline: str | None = None, limit: int = 50
+    ) -> list[ImageOut]:
+        """Packaging outcomes, newest first, optionally of one stack and pipeline."""
+        query = {"stack": stack, "pipeline": pipeline, "limit": limit}
+        return self._http.call(_IMAGES, "GET", "/images", query=query)

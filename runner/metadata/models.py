@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -158,3 +159,20 @@ class Deployment(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Image(Base):
+    """One packaging outcome: an image built, reused from the registry, or a failed build."""
+
+    __tablename__ = "images"
+
+    id: Mapped[str] = _id_column()
+    stack: Mapped[str] = mapped_column(String(255), index=True)
+    pipeline: Mapped[str] = mapped_column(String(255))
+    image: Mapped[str] = mapped_column(Text)
+    tag: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    seconds: Mapped[float] = mapped_column(Float)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

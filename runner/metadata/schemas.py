@@ -295,3 +295,42 @@ class HealthOut(BaseModel):
     """``GET /health``."""
 
     status: str = "ok"
+
+
+# --- images ---------------------------------------------------------------------------------
+
+
+class ImageAction(StrEnum):
+    """What packaging did for a run: built a new image, reused one, or failed to build."""
+
+    BUILT = "built"
+    REUSED = "reused"
+    FAILED = "failed"
+
+
+class ImageCreate(_In):
+    """``POST /images``: record one packaging outcome."""
+
+    stack: NameStr
+    pipeline: NameStr
+    image: str = Field(min_length=1)
+    tag: str = Field(min_length=1, max_length=128)
+    action: ImageAction
+    reason: str = ""
+    seconds: float = Field(ge=0)
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ImageOut(_Out):
+    """A recorded packaging outcome; ``image`` is the full reference registry/repo:tag."""
+
+    id: str
+    stack: str
+    pipeline: str
+    image: str
+    tag: str
+    action: ImageAction
+    reason: str
+    seconds: float
+    details: dict[str, Any]
+    created_at: datetime

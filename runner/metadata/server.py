@@ -19,7 +19,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, HTTPException, Request, Security, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from runner.metadata import TOKEN_ENV, api_artifacts, api_deployments, api_runs
+from runner.metadata import TOKEN_ENV, api_artifacts, api_deployments, api_images, api_runs
 from runner.metadata.db import make_engine, make_sessionmaker
 from runner.metadata.schemas import HealthOut
 
@@ -72,7 +72,7 @@ def create_app(database_url: str, token: str) -> FastAPI:
         return HealthOut()
 
     guarded = [Depends(require_token)]
-    for module in (api_runs, api_artifacts, api_deployments):
+    for module in (api_runs, api_artifacts, api_deployments, api_images):
         app.include_router(module.router, dependencies=guarded)
     return app
 
