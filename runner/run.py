@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from runner.cache import cache_key
 from runner.errors import RunnerError, StepFailed
 from runner.sdk import CompiledPipeline, Pipeline
+from stacks.local.supervisor import log_tail
 from stacks.outputs import StackOutputs
 
 if TYPE_CHECKING:
@@ -78,14 +79,6 @@ class RunResult:
                 f"run {self.run_id} failed: step {failed.name!r} raised {failed.error}{tail}",
                 f"full log: mlstack logs {self.run_id} {failed.name}",
             )
-
-
-def log_tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def run(

@@ -187,4 +187,4 @@ def test_the_server_log_never_holds_the_token(
     with pytest.raises(MetadataError):
         client.get_step("missing")
     assert TOKEN not in server.log_tail(10_000)
-    assert TOKEN not in str(server.process.args)
+    assert TOKEN not in str(server.argv)
