@@ -14,11 +14,7 @@ import hashlib
 import io
 import json
 import os
-import platform
 import re
-import shutil
-import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -36,7 +32,6 @@ from runner.base_image import (
     NullProgress,
     Progress,
     RegistryUnavailable,
-    cache_dir,
     docker_client,
     docker_errors,
     follow_push,
@@ -44,6 +39,12 @@ from runner.base_image import (
     inspect_base,
     registry_has_tag,
     registry_url,
+)
+from runner.requirements import (
+    Requirements,
+    _check_compatible,
+    discover_requirements,
+    resolve_wheels,
 )
 from stacks.outputs import StackOutputs
 
@@ -96,85 +97,6 @@ class ImageBuild:
     built: bool
     reason: str
     seconds: float
-
-
-# --- the inputs of the tag ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Requirements:
-    """What the image installs for the pipeline, and where that list came from.
-
-    ``specs`` are requirement specifiers (sorted, part of the tag); ``options`` are pip options
-    from a requirements file (index URLs, constraints) used only when resolving wheels.
-    """
-
-    specs: tuple[str, ...]
-    options: tuple[str, ...] = ()
-    origin: str = "none"
-
-
-def discover_requirements(declared: list[str] | None, root: str | None) -> Requirements:
-    """``@pipeline(requirements=...)``, else requirements.txt, else pyproject.toml, else none."""
-    if declared is not None:
-        return Requirements(_normalise(declared), (), "declared on the pipeline")
-    folder = Path(root) if root else None
-    if folder is not None and (folder / "requirements.txt").is_file():
-        specs, options = _read_requirements_file(folder / "requirements.txt", set())
-        return Requirements(_normalise(specs), tuple(options), str(folder / "requirements.txt"))
-    if folder is not None and (folder / "pyproject.toml").is_file():
-        import tomllib
-
-        path = folder / "pyproject.toml"
-        try:
-            deps = tomllib.loads(path.read_text()).get("project", {}).get("dependencies", [])
-        except (OSError, tomllib.TOMLDecodeError) as err:
-            raise ImageError(f"cannot read {path}: {err}", "fix its TOML syntax") from None
-        return Requirements(_normalise(deps), (), f"{path} [project].dependencies")
-    return Requirements(())
-
-
-def _normalise(specs: Iterable[str]) -> tuple[str, ...]:
-    found = {" ".join(str(s).split("#", 1)[0].split()) for s in specs}
-    for spec in found:
-        if spec.startswith(("-e ", "--editable")):
-            raise ImageError(
-                f"requirement {spec!r} is editable and cannot be installed in an image",
-                "list the package by name and version instead",
-            )
-    return tuple(sorted((s for s in found if s), key=str.lower))
-
-
-def _read_requirements_file(path: Path, seen: set[Path]) -> tuple[list[str], list[str]]:
-    """Specifiers and pip options of a requirements file, following ``-r`` includes."""
-    if path.resolve() in seen:
-        return [], []
-    seen.add(path.resolve())
-    try:
-        text = path.read_text().replace("\\\n", " ")
-    except OSError as err:
-        raise ImageError(f"cannot read {path}: {err.strerror}") from None
-    specs: list[str] = []
-    options: list[str] = []
-    for raw in text.splitlines():
-        line = raw.split(" #", 1)[0].strip()
-        if not line or line.startswith("#"):
-            continue
-        flag, _, value = (
-            line.replace("=", " ", 1).partition(" ") if line[0] == "-" else ("", "", "")
-        )
-        if flag in ("-r", "--requirement"):
-            more, opts = _read_requirements_file(path.parent / value.strip(), seen)
-            specs, options = specs + more, options + opts
-        elif flag in ("-c", "--constraint"):
-            options.append(f"{flag} {(path.parent / value.strip()).resolve()}")
-        elif flag in ("-e", "--editable"):
-            specs.append(line)  # refused by _normalise with a clear message
-        elif flag:
-            options.append(line)
-        else:
-            specs.append(line)
-    return specs, options
 
 
 # --- the runtime and the tag ------------------------------------------------------------------
@@ -262,61 +184,6 @@ COPY runtime/ {RUNTIME_DIR}/
 LABEL {labels}
 CMD ["python", "-m", "runner.entrypoint", "--help"]
 """
-
-
-# --- resolving wheels on the host -----------------------------------------------------------
-
-
-def resolve_wheels(
-    lines: list[str], options: list[str], ca_bundle: str | None, progress: Progress
-) -> Path:
-    """``pip wheel`` the requirements once per distinct set; later builds reuse the folder."""
-    key = json.dumps({"lines": lines, "options": options, "python": _host_python()})
-    digest = hashlib.sha256(key.encode()).hexdigest()[:24]
-    folder = cache_dir("wheels") / digest
-    if (folder / "requirements.txt").exists():
-        progress.update("image", "building", f"wheels cached ({len(lines)} requirements)")
-        return folder
-    tmp = Path(tempfile.mkdtemp(prefix=f"{digest}.tmp-", dir=folder.parent))
-    (tmp / "requirements.in").write_text("\n".join([*options, *lines]) + "\n")
-    pip = [sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "--no-input"]
-    cmd = [*pip, "-w", str(tmp), "-r", str(tmp / "requirements.in")]
-    if ca_bundle:  # the host's trust only: the bundle never enters the build context
-        if not Path(ca_bundle).is_file():
-            raise ImageError(f"CA bundle {ca_bundle} does not exist", "check MLSTACK_CA_BUNDLE")
-        cmd += ["--cert", ca_bundle]
-    progress.update("image", "building", f"resolving {len(lines)} requirements with pip wheel")
-    log = cache_dir("wheels") / f"{digest}.log"
-    with open(log, "w") as out:
-        code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
-    if code != 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        text = log.read_text(errors="replace").splitlines()
-        errors = [ln.strip() for ln in text if ln.startswith("ERROR")] or text[-1:] or ["?"]
-        raise ImageError(
-            f"cannot resolve the image's requirements on this host: {errors[-1][:240]}",
-            f"check the pipeline's requirements; pip's output: {log}",
-        )
-    (tmp / "requirements.in").rename(tmp / "requirements.txt")  # marks the folder complete
-    try:
-        tmp.rename(folder)
-    except OSError:  # another process finished the same folder first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
-
-
-def _host_python() -> str:
-    return f"{sys.version_info[0]}.{sys.version_info[1]}"
-
-
-def _check_compatible(base_ref: str, python: str, machine: str) -> None:
-    if sys.platform != "linux" or machine != platform.machine() or python != _host_python():
-        raise BaseImageError(
-            f"base image {base_ref!r} runs Python {python} on {machine}, but wheels are"
-            f" resolved on this host for Python {_host_python()} on {platform.machine()}",
-            f"use a base image with Python {_host_python()} (python:{_host_python()}-slim or"
-            " `mlstack base-image build`)",
-        )
 
 
 # --- the build context, build and push ------------------------------------------------------

@@ -228,7 +228,7 @@ def test_wheels_use_the_ca_bundle_on_the_host_and_are_cached(
         (folder / "six-1.17.0-py2.py3-none-any.whl").write_bytes(b"w")
         return subprocess.CompletedProcess(cmd, 0)
 
-    monkeypatch.setattr("runner.packaging.subprocess.run", fake_run)
+    monkeypatch.setattr("runner.requirements.subprocess.run", fake_run)
     first = resolve_wheels(["six"], [], str(bundle), Recorder())
     assert calls and calls[0][calls[0].index("--cert") + 1] == str(bundle)
     assert first.parent == home / "cache" / "wheels"
@@ -253,7 +253,7 @@ def test_unresolvable_requirement_is_one_line(home: Path, monkeypatch: pytest.Mo
         )
         return subprocess.CompletedProcess(cmd, 1)
 
-    monkeypatch.setattr("runner.packaging.subprocess.run", fake_run)
+    monkeypatch.setattr("runner.requirements.subprocess.run", fake_run)
     with pytest.raises(ImageError) as caught:
         resolve_wheels(["nope==9"], [], None, Recorder())
     text = str(caught.value)
