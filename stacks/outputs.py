@@ -36,6 +36,7 @@ class OrchestratorOutputs(_Out):
     max_parallel: int = 4
     job_queue: str | None = None
     job_role_arn: str | None = None
+    execution_role_arn: str | None = Field(None, description="aws_batch: Fargate execution role")
     log_group: str | None = None
     namespace: str | None = None
     context: str | None = None

@@ -112,6 +112,7 @@ class Orchestrator(pulumi.ComponentResource):
             "max_parallel": spec.max_parallel,
             "job_queue": self.queue.name,
             "job_role_arn": self.job_role.arn,
+            "execution_role_arn": self.execution_role.arn,
             "log_group": self.log_group.name,
             "base_image": spec.base_image,
         }

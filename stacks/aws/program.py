@@ -81,8 +81,6 @@ def program(spec: StackSpec) -> None:
         "tracker": tracker,
         "deployer": deployer,
         "metadata": metadata.outputs(),
-        # Not (yet) in StackOutputs: Fargate job definitions need an execution role.
-        "orchestrator_execution_role_arn": orchestrator.execution_role.arn,
     }
     for key, value in exports.items():
         pulumi.export(key, value)
