@@ -62,6 +62,14 @@ def metadata_get(stack: dict, path: str) -> object:
         return json.loads(resp.read())
 
 
+def gone(pid: int) -> bool:
+    """True when ``pid`` has exited (a zombie not yet reaped counts as exited)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def no_process_with(text: str, wait: float = 10.0) -> bool:
     """True once no live process has ``text`` in its command line (waits up to ``wait`` s)."""
     deadline = time.monotonic() + wait
@@ -160,7 +168,7 @@ def test_killed_driver_marks_the_run_failed_and_stops_its_steps(
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(timeout=10)
         deadline = time.monotonic() + 15
-        while psutil.pid_exists(step_pid) and psutil.Process(step_pid).status() != "zombie":
+        while not gone(step_pid):
             assert time.monotonic() < deadline, "the step kept running after its driver died"
             time.sleep(0.1)
         runs = json.loads(run_cli("runs", "--stack", STACK, "--json", check=True).stdout)
@@ -258,7 +266,7 @@ def test_example_training_pipeline_end_to_end(stack: dict) -> None:
     assert live and live[0]["status"] == "running"
     pid = live[0]["details"]["pid"]
     run_cli("undeploy", live[0]["id"][:10], "--stack", STACK, check=True)
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+    assert gone(pid)
 
 
 def test_down_stops_deployments_first(tmp_path: Path, stack: dict) -> None:
@@ -269,7 +277,7 @@ def test_down_stops_deployments_first(tmp_path: Path, stack: dict) -> None:
     pid = next(d for d in listed if d["status"] == "running")["details"]["pid"]
     run_cli("down", STACK, "--yes", check=True)
     deadline = time.monotonic() + 10
-    while psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie":
+    while not gone(pid):
         assert time.monotonic() < deadline, "the endpoint outlived mlstack down"
         time.sleep(0.1)
     run_cli("up", str(stack["spec"]), check=True)  # the fixture's down expects a live stack

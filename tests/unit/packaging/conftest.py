@@ -87,3 +87,9 @@ def write_pipeline(tmp_path: Path) -> Iterator[Callable[..., Pipeline]]:
         sys.modules.pop(module, None)
         if folder in sys.path:
             sys.path.remove(folder)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests look inside $MLSTACK_HOME/cache: no shared cache folder from CI here."""
+    monkeypatch.delenv("MLSTACK_CACHE_DIR", raising=False)
