@@ -168,3 +168,19 @@ def bucket_access(bucket_arn: pulumi.Output[str], write: bool = True) -> list[di
         allow(["s3:ListBucket", "s3:GetBucketLocation"], [bucket_arn]),
         allow(actions, [bucket_arn.apply(lambda arn: f"{arn}/*")]),
     ]
+
+
+def service_role(
+    prefix: str,
+    *,
+    name: pulumi.Input[str],
+    service: str,
+    policy: pulumi.Input[str],
+    opts: pulumi.ResourceOptions,
+) -> aws.iam.Role:
+    """An IAM role ``service`` may assume, with one inline policy (``PREFIX-role``/``-policy``)."""
+    role = aws.iam.Role(
+        f"{prefix}-role", name=name, assume_role_policy=assume_role_policy(service), opts=opts
+    )
+    aws.iam.RolePolicy(f"{prefix}-policy", role=role.id, policy=policy, opts=opts)
+    return role

@@ -8,15 +8,14 @@ them with the stack id).
 from __future__ import annotations
 
 import pulumi
-import pulumi_aws as aws
 
 from stacks.aws.base import (
     AwsContext,
     allow,
-    assume_role_policy,
     bucket_access,
     ecr_pull,
     policy_document,
+    service_role,
 )
 
 
@@ -35,12 +34,6 @@ class ModelDeployer(pulumi.ComponentResource):
     ) -> None:
         super().__init__(self.TYPE, "deployer", None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        self.role = aws.iam.Role(
-            "sagemaker-role",
-            name=ctx.name("sagemaker", 64),
-            assume_role_policy=assume_role_policy("sagemaker.amazonaws.com"),
-            opts=child,
-        )
         endpoint_logs = pulumi.Output.format(
             "arn:{0}:logs:{1}:{2}:log-group:/aws/sagemaker/Endpoints/{3}*",
             ctx.partition,
@@ -48,9 +41,10 @@ class ModelDeployer(pulumi.ComponentResource):
             ctx.account_id,
             ctx.name(),
         )
-        aws.iam.RolePolicy(
-            "sagemaker-policy",
-            role=self.role.id,
+        self.role = service_role(
+            "sagemaker",
+            name=ctx.name("sagemaker", 64),
+            service="sagemaker.amazonaws.com",
             policy=policy_document(
                 *bucket_access(bucket_arn, write=False),
                 *ecr_pull(repository_arn),

@@ -20,9 +20,9 @@ from stacks.aws.base import (
     LOG_RETENTION_DAYS,
     AwsContext,
     allow,
-    assume_role_policy,
     ecr_pull,
     policy_document,
+    service_role,
 )
 from stacks.aws.network import Network
 from stacks.aws.secrets import TOKEN_SECRET, stack_secret
@@ -83,15 +83,10 @@ class MetadataServer(pulumi.ComponentResource):
             retention_in_days=LOG_RETENTION_DAYS,
             opts=child,
         )
-        execution_role = aws.iam.Role(
-            "service-execution-role",
+        execution_role = service_role(
+            "service-execution",
             name=ctx.name("svc-exec", 64),
-            assume_role_policy=assume_role_policy("ecs-tasks.amazonaws.com"),
-            opts=child,
-        )
-        aws.iam.RolePolicy(
-            "service-execution-policy",
-            role=execution_role.id,
+            service="ecs-tasks.amazonaws.com",
             policy=policy_document(
                 *ecr_pull(repository_arn),
                 allow(

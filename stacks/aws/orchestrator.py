@@ -16,10 +16,10 @@ from stacks.aws.base import (
     LOG_RETENTION_DAYS,
     AwsContext,
     allow,
-    assume_role_policy,
     bucket_access,
     ecr_pull,
     policy_document,
+    service_role,
 )
 from stacks.aws.network import Network
 
@@ -48,15 +48,10 @@ class Orchestrator(pulumi.ComponentResource):
             opts=child,
         )
         log_streams = ctx.log_group_arn(self.log_group)
-        self.execution_role = aws.iam.Role(
-            "batch-execution-role",
+        self.execution_role = service_role(
+            "batch-execution",
             name=ctx.name("batch-exec", 64),
-            assume_role_policy=assume_role_policy("ecs-tasks.amazonaws.com"),
-            opts=child,
-        )
-        aws.iam.RolePolicy(
-            "batch-execution-policy",
-            role=self.execution_role.id,
+            service="ecs-tasks.amazonaws.com",
             policy=policy_document(
                 *ecr_pull(repository_arn),
                 allow(["logs:CreateLogStream", "logs:PutLogEvents"], [log_streams]),
@@ -64,15 +59,10 @@ class Orchestrator(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        self.job_role = aws.iam.Role(
-            "job-role",
+        self.job_role = service_role(
+            "job",
             name=ctx.name("batch-job", 64),
-            assume_role_policy=assume_role_policy("ecs-tasks.amazonaws.com"),
-            opts=child,
-        )
-        aws.iam.RolePolicy(
-            "job-policy",
-            role=self.job_role.id,
+            service="ecs-tasks.amazonaws.com",
             policy=policy_document(
                 *bucket_access(bucket_arn),
                 allow(

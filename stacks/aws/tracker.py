@@ -10,7 +10,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
-from stacks.aws.base import AwsContext, assume_role_policy, bucket_access, policy_document
+from stacks.aws.base import AwsContext, bucket_access, policy_document, service_role
 from stacks.aws.metadata import MetadataServer, database_url
 from stacks.aws.secrets import stack_secret
 from stacks.aws.service import Container, fargate_service
@@ -52,15 +52,10 @@ class Tracker(pulumi.ComponentResource):
         super().__init__(self.TYPE, "tracker", None, opts)
         spec = ctx.ident.spec.components.tracker
         child = pulumi.ResourceOptions(parent=self)
-        task_role = aws.iam.Role(
-            "mlflow-task-role",
+        task_role = service_role(
+            "mlflow-task",
             name=ctx.name("mlflow", 64),
-            assume_role_policy=assume_role_policy("ecs-tasks.amazonaws.com"),
-            opts=child,
-        )
-        aws.iam.RolePolicy(
-            "mlflow-task-policy",
-            role=task_role.id,
+            service="ecs-tasks.amazonaws.com",
             policy=policy_document(*bucket_access(bucket.arn)),
             opts=child,
         )
