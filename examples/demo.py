@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,9 @@ def mlstack(*args: str, capture: bool = False) -> str:
 
 def main() -> int:
     # A demo home of its own, so the demo never touches the user's stacks.
-    os.environ.setdefault("MLSTACK_HOME", tempfile.mkdtemp(prefix="mlstack-demo-"))
+    own_home = "MLSTACK_HOME" not in os.environ
+    if own_home:
+        os.environ["MLSTACK_HOME"] = tempfile.mkdtemp(prefix="mlstack-demo-")
     mlstack("validate", SPEC)
     mlstack("plan", SPEC)
     try:
@@ -53,6 +56,8 @@ def main() -> int:
         mlstack("run", PIPELINE, "--stack", "local", "--param", "alpha=0.1")  # all cached
     finally:
         mlstack("down", "local", "--yes")
+        if own_home:
+            shutil.rmtree(os.environ["MLSTACK_HOME"], ignore_errors=True)
     return 0
 
 
