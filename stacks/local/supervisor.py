@@ -142,11 +142,41 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+def orphans(pid: int, create_time: float | None) -> list[int]:
+    """Live processes left in the process group of a daemon whose leader ``pid`` is gone.
+
+    A daemon killed with SIGKILL leaves its children running (MLflow's uvicorn worker, for
+    one). They are the members of group ``pid`` started no earlier than the leader, so a
+    group id reused after a reboot is not mistaken for the daemon's.
+    """
+    found = []
+    for proc in psutil.process_iter(["pid", "create_time", "status"]):
+        try:
+            if os.getpgid(proc.pid) != pid or proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+        except (ProcessLookupError, PermissionError):
+            continue
+        if create_time is None or proc.info["create_time"] >= create_time - 0.05:
+            found.append(proc.pid)
+    return found
+
+
 def stop(pid: int | None, create_time: float | None, grace: float = 5.0) -> None:
-    """Stop a daemon's whole process group: SIGTERM, then SIGKILL after ``grace`` seconds."""
-    if not pid or not is_alive(pid, create_time):
-        if pid:
-            _reap(pid)
+    """Stop a daemon's whole process group: SIGTERM, then SIGKILL after ``grace`` seconds.
+
+    When the leader already died, whatever it left in its group is stopped the same way.
+    """
+    if not pid:
+        return
+    if not is_alive(pid, create_time):
+        _reap(pid)
+        left = orphans(pid, create_time)
+        _signal_each(left, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while left and time.monotonic() < deadline:
+            time.sleep(0.05)
+            left = [p for p in left if _running(p)]
+        _signal_each(left, signal.SIGKILL)
         return
     group = [pid]
     with contextlib.suppress(psutil.Error):
@@ -159,10 +189,14 @@ def stop(pid: int | None, create_time: float | None, grace: float = 5.0) -> None
             return
         time.sleep(0.05)
     _signal_group(pid, signal.SIGKILL)
-    for p in group:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(p, signal.SIGKILL)
+    _signal_each(group, signal.SIGKILL)
     _reap(pid)
+
+
+def _signal_each(pids: list[int], sig: int) -> None:
+    for member in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(member, sig)
 
 
 def _running(pid: int) -> bool:

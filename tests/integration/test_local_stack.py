@@ -102,7 +102,10 @@ def test_up_status_http_kill_recover_down(home: Path, tmp_path: Path) -> None:
         plan = json.loads(run_cli("plan", str(spec), "--json", check=True).stdout)
         assert {c["action"] for c in plan["changes"]} == {"unchanged"}
 
-        # kill -9 the tracker: status sees it, up restarts that one only.
+        # kill -9 the tracker: status sees it, up restarts that one only, and what the
+        # killed process left behind (MLflow's uvicorn worker) is stopped, not orphaned.
+        orphaned = [c.pid for c in psutil.Process(before["tracker"]).children(recursive=True)]
+        assert orphaned, "MLflow's server should run a uvicorn worker process"
         os.kill(before["tracker"], signal.SIGKILL)
         deadline = time.monotonic() + 10
         while services_by_name(status_json("it-life"))["tracker"]["state"] != "stopped":
@@ -117,6 +120,7 @@ def test_up_status_http_kill_recover_down(home: Path, tmp_path: Path) -> None:
         after = pids_of(status_json("it-life"))
         assert after["metadata"] == before["metadata"]
         assert after["tracker"] != before["tracker"]
+        assert all(gone(pid) for pid in orphaned), "the killed tracker's worker still runs"
         assert services_by_name(status_json("it-life"))["tracker"]["state"] == "healthy"
     finally:
         final = status_json("it-life")
