@@ -218,7 +218,7 @@ def run_show(run_id: str, stack: str | None, as_json: bool) -> None:
 @STACK_OPTION
 def logs(run_id: str, step: str | None, stack: str | None) -> None:
     """Print a run's step logs (stdout and stderr), from the artifact store."""
-    from runner.entrypoint import _store
+    from runner.entrypoint import artifact_store_for
 
     outputs = stack_outputs(stack)
     with metadata_client(outputs) as client:
@@ -227,7 +227,7 @@ def logs(run_id: str, step: str | None, stack: str | None) -> None:
     if step and not steps:
         names = ", ".join(s.name for s in detail.steps)
         raise UsageError(f"run {detail.id[:12]} has no step {step!r}", f"steps: {names}")
-    store = _store(outputs)
+    store = artifact_store_for(outputs)
     for s in steps:
         if step is None:
             click.echo(f"===== {s.name} ({s.status.value}) =====")

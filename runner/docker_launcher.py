@@ -17,11 +17,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from runner.context import OUTPUTS_ENV
 from runner.errors import RunnerError
 from runner.worker import Finished
 from stacks.outputs import StackOutputs
-
-OUTPUTS_ENV = "MLSTACK_STACK_OUTPUTS"
 
 
 def docker_client() -> Any:

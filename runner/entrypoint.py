@@ -14,17 +14,21 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.context import _CURRENT, StepContext, outputs_from_env
 from runner.errors import RunnerError
 from stacks.outputs import StackOutputs
 
+if TYPE_CHECKING:
+    from runner.artifacts import ArtifactStore
+
 EXIT_OK, EXIT_FAILED = 0, 1
 CODE_DIR = "/tmp/mlstack-code"
 
 
-def _store(outputs: StackOutputs) -> Any:
+def artifact_store_for(outputs: StackOutputs) -> ArtifactStore:
+    """The stack's artifact store, as its outputs describe it."""
     from runner.artifacts import ArtifactStore
 
     store = outputs.artifact_store
@@ -60,7 +64,7 @@ def execute_step(
     )
     ctx.__dict__["metadata"] = client  # reuse this connection for the step's own calls
     client.update_step(step_id, status="running")
-    store = _store(outputs)
+    store = artifact_store_for(outputs)
     result: dict[str, Any] = {"step_id": step_id, "outputs": {}}
     code = EXIT_OK
     try:

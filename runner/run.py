@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from runner.cache import cache_key
+from runner.entrypoint import artifact_store_for
 from runner.errors import RunnerError, StepFailed
 from runner.sdk import CompiledPipeline, Pipeline
 from stacks.local.supervisor import log_tail
 from stacks.outputs import StackOutputs
 
 if TYPE_CHECKING:
+    from runner.artifacts import ArtifactStore
     from runner.metadata.client import MetadataClient
     from runner.metadata.schemas import ArtifactOut
 
@@ -97,30 +99,30 @@ def run(
     scratch = Path(tempfile.mkdtemp(prefix="mlstack-run-"))
     launcher: Any = None
     try:
-        launcher, extra, code_ref = _prepare(pipeline, compiled, outputs, scratch, progress)
-        driver = _Driver(compiled, outputs, launcher, no_cache, progress, scratch)
-        driver.extra_spec, driver.code_ref = extra, code_ref
-        return driver.run()
+        # Built once here: the local worker forks with fsspec already imported, and the
+        # driver, packaging and every step share the one store.
+        store = artifact_store_for(outputs)
+        launcher, extra, code_ref = _prepare(pipeline, compiled, outputs, store, scratch, progress)
+        driver = _Driver(compiled, outputs, launcher, store, no_cache, progress, scratch)
+        return driver.run(extra_spec=extra, code_ref=code_ref)
     finally:
         if launcher is not None:
             launcher.close(kill=True)
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _warm_up(outputs: StackOutputs) -> None:
+def _warm_up() -> None:
     """Import what every step needs once, before the worker forks, so no step pays for it."""
     import runner.entrypoint
     import runner.materializers
     import runner.metadata.client  # noqa: F401
-    from runner.entrypoint import _store
-
-    _store(outputs)  # imports fsspec and the store's filesystem implementation
 
 
 def _prepare(
     pipeline: Pipeline,
     compiled: CompiledPipeline,
     outputs: StackOutputs,
+    store: ArtifactStore,
     scratch: Path,
     progress: RunProgress,
 ) -> tuple[Any, dict[str, Any], str | None]:
@@ -129,19 +131,17 @@ def _prepare(
     if kind == "local":
         from runner.worker import ForkWorker
 
-        _warm_up(outputs)
+        _warm_up()
         return ForkWorker(outputs), {}, compiled.source.path  # forks before any thread
     if kind == "docker":
         from runner.code import package_code
         from runner.docker_launcher import DockerLauncher, docker_client
-        from runner.entrypoint import _store
         from runner.packaging import ensure_image
 
         docker_client()  # one clear line when no engine is reachable, before any work
         build = ensure_image(pipeline, outputs, progress=progress)
         verb = "built" if build.built else "reused"
         progress.update("image", verb, f"{build.image} ({build.reason})")
-        store = _store(outputs)
         code = package_code(compiled.source, store)
         if code.kind == "git" and code.url.startswith("file://"):
             # A remote on this machine's disk cannot be cloned from inside a container.
@@ -161,11 +161,11 @@ class _Driver:
         compiled: CompiledPipeline,
         outputs: StackOutputs,
         launcher: Any,
+        store: ArtifactStore,
         no_cache: bool,
         progress: RunProgress,
         scratch: Path,
     ) -> None:
-        from runner.entrypoint import _store
         from runner.metadata.client import MetadataClient
         from runner.tracking import TrackerClient
 
@@ -178,23 +178,24 @@ class _Driver:
         self.progress = progress
         self.client: MetadataClient = MetadataClient(outputs.metadata.url, token.get_secret_value())
         self.tracker = TrackerClient.for_outputs(outputs)
-        self.store = _store(outputs)
+        self.store = store
         self.state = {name: "pending" for name in compiled.order}
         self.results: dict[str, StepResult] = {}
         self.running: dict[str, tuple[str, float]] = {}  # step_id -> (name, started)
         self.tmp = scratch
         self.extra_spec: dict[str, Any] = {}
-        self.code_ref: str | None = compiled.source.path
         self.max_parallel = max(1, outputs.orchestrator.max_parallel)
 
-    def run(self) -> RunResult:
+    def run(self, *, extra_spec: dict[str, Any], code_ref: str | None) -> RunResult:
+        """Record the run, walk the DAG; ``extra_spec`` goes into every step's spec."""
         started = time.monotonic()
         c = self.compiled
+        self.extra_spec = extra_spec
         record = self.client.create_run(
             pipeline=c.name,
             stack=self.outputs.stack,
             params=c.params,
-            code_ref=self.code_ref,
+            code_ref=code_ref,
             driver_pid=os.getpid(),
         )
         self.run_id = record.id
