@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 MLSTACK = str(Path(sys.executable).parent / "mlstack")
@@ -49,3 +50,11 @@ def run_cli(
             f"mlstack {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
         )
     return proc
+
+
+def gone(pid: int) -> bool:
+    """True when ``pid`` has exited (a zombie not yet reaped by init counts as exited)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

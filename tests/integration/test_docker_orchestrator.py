@@ -63,25 +63,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     if reason:
         pytest.skip(reason)
     home = tmp_path_factory.mktemp("docker-home")
-    old = os.environ.get("MLSTACK_HOME")
-    os.environ["MLSTACK_HOME"] = str(home)
-    try:
-        built = run_cli("base-image", "build", "--tag", BASE, timeout=1800)
-        assert built.returncode == 0, built.stderr
-        spec = home / "stack.yaml"
-        spec.write_text(
-            f"name: {STACK}\ncomponents:\n  container_registry: local\n"
-            f"  orchestrator:\n    flavor: docker\n    base_image: {BASE}\n"
-        )
-        run_cli("up", str(spec), check=True)
-        outputs = json.loads(run_cli("outputs", STACK, "--json", "--show-secrets").stdout)
-        yield {"home": home, "outputs": outputs}
-    finally:
-        run_cli("down", STACK, "--yes")
-        if old is None:
-            os.environ.pop("MLSTACK_HOME", None)
-        else:
-            os.environ["MLSTACK_HOME"] = old
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLSTACK_HOME", str(home))
+        try:
+            built = run_cli("base-image", "build", "--tag", BASE, timeout=1800)
+            assert built.returncode == 0, built.stderr
+            spec = home / "stack.yaml"
+            spec.write_text(
+                f"name: {STACK}\ncomponents:\n  container_registry: local\n"
+                f"  orchestrator:\n    flavor: docker\n    base_image: {BASE}\n"
+            )
+            run_cli("up", str(spec), check=True)
+            outputs = json.loads(run_cli("outputs", STACK, "--json", "--show-secrets").stdout)
+            yield {"home": home, "outputs": outputs}
+        finally:
+            run_cli("down", STACK, "--yes")
 
 
 def write_flow(folder: Path, answer: int, requirements: list[str]) -> str:

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from stacks.local.supervisor import port_in_use
-from tests.conftest import MLSTACK, run_cli
+from tests.conftest import MLSTACK, gone, run_cli
 
 pytestmark = pytest.mark.services
 
@@ -45,14 +45,6 @@ def http_status(url: str, token: str | None = None) -> int:
             return int(resp.status)
     except urllib.error.HTTPError as exc:
         return exc.code
-
-
-def gone(pid: int) -> bool:
-    """True when ``pid`` has exited (a zombie not yet reaped by init counts as exited)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def pids_of(entry: dict) -> dict[str, int]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import MLSTACK, run_cli
+from tests.conftest import MLSTACK, gone, run_cli
 
 pytestmark = pytest.mark.services
 
@@ -28,20 +28,16 @@ STACK = "it-runner"
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """One real local stack (MLflow + metadata server) for this module's tests."""
     home = tmp_path_factory.mktemp("runner-home")
-    old = os.environ.get("MLSTACK_HOME")
-    os.environ["MLSTACK_HOME"] = str(home)
     spec = home / "stack.yaml"
     spec.write_text(f"name: {STACK}\nprovider: local\n")
-    try:
-        run_cli("up", str(spec), check=True)
-        outputs = json.loads(run_cli("outputs", STACK, "--json", "--show-secrets").stdout)
-        yield {"home": home, "outputs": outputs, "spec": spec}
-    finally:
-        run_cli("down", STACK, "--yes")
-        if old is None:
-            os.environ.pop("MLSTACK_HOME", None)
-        else:
-            os.environ["MLSTACK_HOME"] = old
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLSTACK_HOME", str(home))
+        try:
+            run_cli("up", str(spec), check=True)
+            outputs = json.loads(run_cli("outputs", STACK, "--json", "--show-secrets").stdout)
+            yield {"home": home, "outputs": outputs, "spec": spec}
+        finally:
+            run_cli("down", STACK, "--yes")
 
 
 def run_json(ref: str, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
@@ -60,14 +56,6 @@ def metadata_get(stack: dict, path: str) -> object:
     req.add_header("Authorization", f"Bearer {meta['token']}")
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())
-
-
-def gone(pid: int) -> bool:
-    """True when ``pid`` has exited (a zombie not yet reaped counts as exited)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def no_process_with(text: str, wait: float = 10.0) -> bool:
