@@ -5,17 +5,16 @@ The CLI is a thin layer over these functions; they work from Python without clic
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from provisioner.engines import get_engine
-from provisioner.errors import SecretsError, UsageError
-from provisioner.progress import Progress
-from provisioner.spec import StackSpec
 from provisioner.state import StackRecord, StateRegistry
+from stacks.common.errors import UsageError
+from stacks.common.progress import Progress
+from stacks.spec import StackSpec
 
 if TYPE_CHECKING:
     from provisioner.engines.base import DownResult, PlanResult, ServiceStatus, UpResult
-    from stacks.local.secrets import FernetStore
     from stacks.outputs import StackOutputs
 
 
@@ -67,37 +66,8 @@ def _live(name: str, registry: StateRegistry | None) -> StackRecord:
     return rec
 
 
-def outputs(
-    name: str, registry: StateRegistry | None = None, resolve_secrets: bool = False
-) -> StackOutputs:
-    """The stack's outputs; with ``resolve_secrets`` the metadata token is filled in."""
-    from stacks.outputs import StackOutputs
-
-    out = StackOutputs.model_validate(_live(name, registry).outputs)
-    if resolve_secrets:
-        token = secret_store(name, registry).get(out.metadata.token_secret)
-        if token is None:
-            raise SecretsError(
-                f"the metadata token of stack {name!r} is missing from its secrets backend",
-                f"run `mlstack up` for {name!r} to restore it",
-            )
-        out = out.with_token(token)
-    return out
-
-
-def secret_store(name: str, registry: StateRegistry | None = None) -> FernetStore:
-    """The secrets backend of stack ``name`` (local stacks: the encrypted file store)."""
-    from stacks.local.secrets import FernetStore
-
-    rec = _live(name, registry)
-    assert rec.outputs is not None
-    coords: dict[str, Any] = rec.outputs["secrets"]
-    if coords["kind"] != "local":
-        raise UsageError(f"secrets backend {coords['kind']} is not reachable from this machine")
-    store = FernetStore(coords["path"], coords["key_file"])
-    if not store.exists():
-        raise SecretsError(
-            f"the secrets backend of stack {name!r} is missing ({store.path})",
-            f"run `mlstack up` for {name!r} to recreate it",
-        )
-    return store
+def outputs(name: str, registry: StateRegistry | None = None) -> StackOutputs:
+    """The stack's public outputs (no secret values; the runner resolves the token)."""
+    found = _live(name, registry).outputs
+    assert found is not None
+    return found

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from provisioner.errors import MlstackError, UsageError
+from stacks.common.errors import MlstackError, UsageError
 
 SPEC = click.Path(path_type=Path, dir_okay=True, exists=False)
 
@@ -29,7 +29,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.argument("spec_file", type=SPEC)
 def validate(spec_file: Path) -> None:
     """Check a stack spec and show it with every default filled in."""
-    from provisioner.spec import load_spec
+    from stacks.spec import load_spec
 
     spec = load_spec(spec_file)
     flavors = ", ".join(
@@ -45,7 +45,7 @@ def validate(spec_file: Path) -> None:
 def plan(spec_file: Path, as_json: bool) -> None:
     """Show what `up` would start, stop or change. Changes nothing."""
     from provisioner import api
-    from provisioner.spec import load_spec
+    from stacks.spec import load_spec
 
     result = api.plan(load_spec(spec_file))
     if as_json:
@@ -75,7 +75,7 @@ def up(spec_file: Path, as_json: bool) -> None:
     """Create or converge a stack; live progress per service, then its outputs."""
     from provisioner import api
     from provisioner.render import LiveProgress, print_json
-    from provisioner.spec import load_spec
+    from stacks.spec import load_spec
 
     spec = load_spec(spec_file)
     with LiveProgress(f"mlstack up {spec.name}") as progress:
@@ -167,7 +167,11 @@ def outputs(name: str, as_json: bool, show_secrets: bool) -> None:
     from provisioner import api
     from provisioner.render import print_json
 
-    out = api.outputs(name, resolve_secrets=show_secrets)
+    out = api.outputs(name)
+    if show_secrets:
+        from runner.secrets import resolve_token
+
+        out = resolve_token(out)
     data = out.revealed() if show_secrets else out.public()
     if not show_secrets:
         data["metadata"]["token"] = "(secret: use --show-secrets)"
@@ -202,9 +206,9 @@ def schema() -> None:
     """Print the JSON Schema of the stack spec (for editor completion and checks)."""
     import json
 
-    from provisioner.spec import StackSpec
+    from stacks.spec import json_schema
 
-    click.echo(json.dumps(StackSpec.model_json_schema(), indent=2))
+    click.echo(json.dumps(json_schema(), indent=2))
 
 
 from provisioner.cli_secrets import secret  # noqa: E402 - registers the group below

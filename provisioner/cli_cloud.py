@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from provisioner.errors import UsageError
+from stacks.common.errors import UsageError
 
 if TYPE_CHECKING:
     from provisioner.engines.pulumi import DriftReport, PulumiEngine
-    from provisioner.progress import Progress
+    from stacks.common.progress import Progress
 
 CLOUD = ("aws", "kubernetes")
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from provisioner.errors import UsageError
+from stacks.common.errors import UsageError
 
 if TYPE_CHECKING:
     from runner.metadata.client import MetadataClient
@@ -42,8 +42,9 @@ def resolve_stack(name: str | None) -> str:
 
 def stack_outputs(name: str | None) -> StackOutputs:
     from provisioner import api
+    from runner.secrets import resolve_token
 
-    return api.outputs(resolve_stack(name), resolve_secrets=True)
+    return resolve_token(api.outputs(resolve_stack(name)))
 
 
 def metadata_client(outputs: StackOutputs) -> MetadataClient:
@@ -272,12 +273,12 @@ def deployments(stack: str | None, show_all: bool, as_json: bool) -> None:
 def undeploy(deployment: str, stack: str | None) -> None:
     """Stop a model endpoint (by id, id prefix or name)."""
     from runner.deploy import find
-    from runner.deploy import undeploy as stop_deployment
+    from runner.deployers import deployer_for
 
     outputs = stack_outputs(stack)
     with metadata_client(outputs) as client:
         found = find(client, outputs.stack, deployment)
-        stop_deployment(outputs.deployer.workdir, client, found)
+        deployer_for(outputs).undeploy(client, found)
     click.echo(f"deployment {found.name} ({found.id[:12]}) stopped")
 
 

@@ -7,20 +7,18 @@ from typing import TYPE_CHECKING
 
 import click
 
-from provisioner.errors import SecretsError, UsageError
+from stacks.common.errors import SecretsError, UsageError
 
 if TYPE_CHECKING:
-    from stacks.local.secrets import FernetStore
+    from runner.secrets import SecretsBackend
 
 
-def _store(name: str) -> FernetStore:
+def _store(name: str) -> SecretsBackend:
+    """The stack's secrets backend client, whatever its kind (looked up in its registry)."""
     from provisioner import api
+    from runner.secrets import secrets_backend
 
-    return api.secret_store(name)
-
-
-def _translate(exc: Exception) -> SecretsError:
-    return SecretsError(str(exc))
+    return secrets_backend(api.outputs(name))
 
 
 @click.group()
@@ -34,8 +32,6 @@ def secret() -> None:
 @click.argument("value", required=False)
 def set_(stack: str, key: str, value: str | None) -> None:
     """Store KEY. Without VALUE it is read from stdin (or prompted for, hidden)."""
-    from stacks.local.secrets import SecretStoreError
-
     if value is None:
         if sys.stdin.isatty():
             value = click.prompt(f"value for {key}", hide_input=True, confirmation_prompt=True)
@@ -43,10 +39,7 @@ def set_(stack: str, key: str, value: str | None) -> None:
             value = sys.stdin.read().rstrip("\n")
     if not value:
         raise UsageError(f"secret {key!r}: empty value", "pass a value or pipe it on stdin")
-    try:
-        _store(stack).set(key, value)
-    except SecretStoreError as exc:
-        raise _translate(exc) from None
+    _store(stack).set(key, value)
     click.echo(f"secret {key} set in stack {stack}")
 
 

@@ -17,19 +17,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from filelock import FileLock, Timeout
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_serializer, field_validator
 from tinydb import Query, TinyDB
 from tinydb.storages import Storage
 
-from provisioner.errors import StackLocked, StateError
+from stacks.common.errors import StackLocked, StateError
+from stacks.common.home import mlstack_home
+from stacks.outputs import StackOutputs, load_outputs
+from stacks.spec import StackSpec
 
 Status = Literal["creating", "up", "degraded", "failed", "destroying", "destroyed"]
 MAX_EVENTS = 200
-
-
-def mlstack_home() -> Path:
-    """``$MLSTACK_HOME`` or ``~/.mlstack``, read per call (no import-time globals)."""
-    return Path(os.environ.get("MLSTACK_HOME") or Path.home() / ".mlstack").expanduser()
 
 
 def now() -> datetime:
@@ -63,16 +61,34 @@ class StackRecord(BaseModel):
     stack_id: str
     provider: str
     status: Status
-    spec: dict[str, Any]
+    spec: StackSpec
     spec_hash: str
     spec_path: str | None = None
-    outputs: dict[str, Any] | None = None
+    outputs: StackOutputs | None = None
     services: dict[str, ServiceRecord] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=now)
     updated_at: datetime = Field(default_factory=now)
     expires_at: datetime | None = None
     ttl: str | None = None
     events: list[Event] = Field(default_factory=list)
+
+    @field_validator("spec", mode="before")
+    @classmethod
+    def _spec(cls, value: Any) -> Any:
+        return StackSpec.model_validate(value) if isinstance(value, dict) else value
+
+    @field_validator("outputs", mode="before")
+    @classmethod
+    def _outputs(cls, value: Any) -> Any:
+        return load_outputs(value) if isinstance(value, dict) else value
+
+    @field_serializer("spec")
+    def _dump_spec(self, spec: StackSpec) -> dict[str, Any]:
+        return spec.redacted()  # passwords in URLs masked
+
+    @field_serializer("outputs")
+    def _dump_outputs(self, outputs: StackOutputs | None) -> dict[str, Any] | None:
+        return outputs.public() if outputs is not None else None  # no secret value
 
     def log(self, kind: str, message: str) -> None:
         self.events.append(Event(kind=kind, message=message))

@@ -21,9 +21,11 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from runner.errors import RunnerError
+from stacks.common.home import mlstack_home
+from stacks.common.progress import NullProgress, Progress
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -70,20 +72,6 @@ class BaseImageError(ImageError):
 
 class RegistryUnavailable(ImageError):
     """The stack's container registry does not answer."""
-
-
-class Progress(Protocol):
-    def update(self, item: str, state: str, detail: str = "") -> None: ...
-
-
-class NullProgress:
-    def update(self, item: str, state: str, detail: str = "") -> None:
-        return None
-
-
-def mlstack_home() -> Path:
-    """``$MLSTACK_HOME`` or ``~/.mlstack``, read per call."""
-    return Path(os.environ.get("MLSTACK_HOME") or Path.home() / ".mlstack").expanduser()
 
 
 def cache_dir(*parts: str) -> Path:
@@ -154,8 +142,8 @@ def docker_client() -> DockerClient:
 
 def registry_url(outputs: StackOutputs) -> str:
     """``host:port`` of the stack's registry, or a clear error when the stack has none."""
-    url = outputs.container_registry.url
-    if outputs.container_registry.kind == "none" or not url:
+    url = getattr(outputs.container_registry, "url", None)
+    if not url:
         raise ImageError(
             f"stack {outputs.stack!r} has no container registry to push images to",
             "set components.container_registry: local in its spec and run `mlstack up`",

@@ -13,14 +13,13 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import RunnerError, SecretNotFound
-from stacks.outputs import StackOutputs
+from stacks.common.constants import OUTPUTS_ENV
+from stacks.outputs import StackOutputs, load_outputs
 
 if TYPE_CHECKING:
     from runner.deploy import Deployment
     from runner.metadata.client import MetadataClient
     from runner.tracking import ModelVersion, TrackerClient
-
-OUTPUTS_ENV = "MLSTACK_STACK_OUTPUTS"
 
 
 def outputs_from_env() -> StackOutputs:
@@ -30,8 +29,7 @@ def outputs_from_env() -> StackOutputs:
         raise RunnerError(
             f"{OUTPUTS_ENV} is not set: this process was not started by an mlstack orchestrator"
         )
-    outputs = StackOutputs.model_validate(json.loads(raw))
-    return outputs
+    return load_outputs(json.loads(raw))
 
 
 @dataclass
@@ -75,15 +73,9 @@ def current() -> StepContext:
 def get_secret(name: str) -> str:
     """Read secret ``name`` from the stack's secrets backend (never from the image or code)."""
     ctx = current()
-    coords = ctx.outputs.secrets
-    if coords.kind != "local" or not coords.path or not coords.key_file:
-        raise RunnerError(f"secrets backend {coords.kind} is not supported by this runner yet")
-    from stacks.local.secrets import FernetStore, SecretStoreError
+    from runner.secrets import secrets_backend
 
-    try:
-        value = FernetStore(coords.path, coords.key_file).get(name)
-    except SecretStoreError as exc:
-        raise RunnerError(str(exc)) from None
+    value = secrets_backend(ctx.outputs).get(name)
     if value is None:
         raise SecretNotFound(
             f"secret {name!r} is not in the secrets backend of stack {ctx.outputs.stack!r}",
@@ -112,11 +104,10 @@ def register_model(model: Any, name: str) -> ModelVersion:
 
 def deploy_model(model_name: str, version: str, name: str | None = None) -> Deployment:
     """Serve a registered model version as an HTTP endpoint on the stack's deployer."""
-    from runner.deploy import deploy
+    from runner.deployers import deployer_for
 
     ctx = current()
-    return deploy(
-        ctx.outputs,
+    return deployer_for(ctx.outputs).deploy(
         model_name=model_name,
         version=version,
         name=name or model_name,

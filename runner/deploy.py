@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from runner.errors import RunnerError
 from stacks.local.supervisor import DaemonFailed, free_port, spawn, stop, wait_healthy
-from stacks.outputs import StackOutputs
+from stacks.outputs import LocalDeployerOutputs, MlflowTrackerOutputs, StackOutputs
 
 if TYPE_CHECKING:
     from runner.metadata.client import MetadataClient
@@ -43,7 +43,7 @@ class Deployment:
         return f"{self.endpoint_url}/invocations"
 
 
-def deploy(
+def deploy_local(
     outputs: StackOutputs,
     *,
     model_name: str,
@@ -51,16 +51,12 @@ def deploy(
     name: str,
     run_id: str | None = None,
 ) -> Deployment:
-    """Hand a registered model version to the stack's deployer; returns the live endpoint."""
+    """Hand a registered model version to the local deployer service; returns the endpoint."""
     from runner.deployer_server import request_deployment
 
     deployer = outputs.deployer
-    if deployer.kind != "local" or not deployer.url:
-        raise DeployError(
-            f"deployer {deployer.kind!r} cannot serve models from this runner",
-            "use a stack with components.deployer: local",
-        )
-    if outputs.tracker.kind != "mlflow" or not outputs.tracker.uri:
+    assert isinstance(deployer, LocalDeployerOutputs)
+    if not isinstance(outputs.tracker, MlflowTrackerOutputs):
         raise DeployError("the local deployer serves models from MLflow; the stack has none")
     token = outputs.metadata.token
     data = request_deployment(

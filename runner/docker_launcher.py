@@ -45,13 +45,14 @@ def docker_client() -> Any:
 def mounts_for(outputs: StackOutputs, scratch: Path) -> dict[str, dict[str, str]]:
     """Host paths a step container needs, mounted at the same paths."""
     volumes = {str(scratch): {"bind": str(scratch), "mode": "rw"}}
-    store = outputs.artifact_store.uri
-    if store.startswith("file://"):
-        root = store.removeprefix("file://")
+    from runner.artifact_stores import host_paths
+    from runner.secrets import secrets_backend
+
+    for root in map(str, host_paths(outputs)):
         volumes[root] = {"bind": root, "mode": "rw"}
-    for secret_file in (outputs.secrets.path, outputs.secrets.key_file):
-        if outputs.secrets.kind == "local" and secret_file:
-            volumes[secret_file] = {"bind": secret_file, "mode": "ro"}
+
+    for secret_file in map(str, secrets_backend(outputs).container_files()):
+        volumes[secret_file] = {"bind": secret_file, "mode": "ro"}
     return volumes
 
 

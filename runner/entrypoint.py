@@ -28,14 +28,10 @@ CODE_DIR = "/tmp/mlstack-code"
 
 
 def artifact_store_for(outputs: StackOutputs) -> ArtifactStore:
-    """The stack's artifact store, as its outputs describe it."""
-    from runner.artifacts import ArtifactStore
+    """The stack's artifact store (see :mod:`runner.artifact_stores`)."""
+    from runner.artifact_stores import open_store
 
-    store = outputs.artifact_store
-    options: dict[str, Any] = {}
-    if store.endpoint_url:
-        options["client_kwargs"] = {"endpoint_url": store.endpoint_url}
-    return ArtifactStore(store.uri, storage_options=options or None)
+    return open_store(outputs)
 
 
 def execute_step(

@@ -275,7 +275,7 @@ def plan_image(pipeline: Pipeline, outputs: StackOutputs, docker: Any) -> ImageP
     from runner.sdk import source_of
 
     registry = registry_url(outputs)
-    base_ref = outputs.orchestrator.base_image or DEFAULT_BASE
+    base_ref = getattr(outputs.orchestrator, "base_image", None) or DEFAULT_BASE
     reqs = discover_requirements(pipeline.requirements, source_of(pipeline.func).root)
     pins = tuple(runtime_pins(outputs))
     runtime = runtime_version(pins)

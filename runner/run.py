@@ -15,12 +15,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from runner.cache import cache_key
 from runner.entrypoint import artifact_store_for
 from runner.errors import RunnerError, StepFailed
+from runner.orchestrators import orchestrator_for
 from runner.sdk import CompiledPipeline, Pipeline
+from stacks.common.progress import NullProgress, Progress
 from stacks.local.supervisor import log_tail
 from stacks.outputs import StackOutputs
 
@@ -28,15 +30,6 @@ if TYPE_CHECKING:
     from runner.artifacts import ArtifactStore
     from runner.metadata.client import MetadataClient
     from runner.metadata.schemas import ArtifactOut
-
-
-class RunProgress(Protocol):
-    def update(self, item: str, state: str, detail: str = "") -> None: ...
-
-
-class _NoProgress:
-    def update(self, item: str, state: str, detail: str = "") -> None:
-        return None
 
 
 class RunCancelled(RunnerError):
@@ -89,70 +82,27 @@ def run(
     *,
     params: dict[str, Any] | None = None,
     no_cache: bool = False,
-    progress: RunProgress | None = None,
+    progress: Progress | None = None,
 ) -> RunResult:
     """Run ``pipeline`` on the stack described by ``outputs`` (token resolved)."""
     compiled = pipeline.compile(params)
     if outputs.metadata.token is None:
         raise RunnerError("the stack outputs carry no metadata token", "resolve secrets first")
-    progress = progress or _NoProgress()
+    progress = progress or NullProgress()
     scratch = Path(tempfile.mkdtemp(prefix="mlstack-run-"))
     launcher: Any = None
     try:
         # Built once here: the local worker forks with fsspec already imported, and the
         # driver, packaging and every step share the one store.
         store = artifact_store_for(outputs)
-        launcher, extra, code_ref = _prepare(pipeline, compiled, outputs, store, scratch, progress)
+        ready = orchestrator_for(outputs).prepare(pipeline, compiled, store, scratch, progress)
+        launcher = ready.launcher
         driver = _Driver(compiled, outputs, launcher, store, no_cache, progress, scratch)
-        return driver.run(extra_spec=extra, code_ref=code_ref)
+        return driver.run(extra_spec=ready.extra_spec, code_ref=ready.code_ref)
     finally:
         if launcher is not None:
             launcher.close(kill=True)
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _warm_up() -> None:
-    """Import what every step needs once, before the worker forks, so no step pays for it."""
-    import runner.entrypoint
-    import runner.materializers
-    import runner.metadata.client  # noqa: F401
-
-
-def _prepare(
-    pipeline: Pipeline,
-    compiled: CompiledPipeline,
-    outputs: StackOutputs,
-    store: ArtifactStore,
-    scratch: Path,
-    progress: RunProgress,
-) -> tuple[Any, dict[str, Any], str | None]:
-    """The orchestrator's launcher, extra step-spec fields and the run's code reference."""
-    kind = outputs.orchestrator.kind
-    if kind == "local":
-        from runner.worker import ForkWorker
-
-        _warm_up()
-        return ForkWorker(outputs), {}, compiled.source.path  # forks before any thread
-    if kind == "docker":
-        from runner.code import package_code
-        from runner.docker_launcher import DockerLauncher, docker_client
-        from runner.packaging import ensure_image
-
-        docker_client()  # one clear line when no engine is reachable, before any work
-        build = ensure_image(pipeline, outputs, progress=progress)
-        verb = "built" if build.built else "reused"
-        progress.update("image", verb, f"{build.image} ({build.reason})")
-        code = package_code(compiled.source, store)
-        if code.kind == "git" and code.url.startswith("file://"):
-            # A remote on this machine's disk cannot be cloned from inside a container.
-            code = package_code(compiled.source, store, use_git=False)
-        progress.update("code", "ready", code.describe())
-        launcher = DockerLauncher(outputs, build.image, scratch, run_label="")
-        return launcher, {"code": code.as_dict(), "image": build.image}, code.describe()
-    raise RunnerError(
-        f"orchestrator {kind!r} is not supported by this runner yet",
-        "use a stack with components.orchestrator: local or docker",
-    )
 
 
 class _Driver:
@@ -163,7 +113,7 @@ class _Driver:
         launcher: Any,
         store: ArtifactStore,
         no_cache: bool,
-        progress: RunProgress,
+        progress: Progress,
         scratch: Path,
     ) -> None:
         from runner.metadata.client import MetadataClient

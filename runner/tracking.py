@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import RunnerError
+from runner.roles import Role
+from stacks.outputs import MlflowTrackerOutputs
 
 if TYPE_CHECKING:
     from runner.context import StepContext
@@ -43,9 +45,12 @@ class TrackerClient:
 
     @staticmethod
     def for_outputs(outputs: StackOutputs) -> TrackerClient:
-        if outputs.tracker.kind == "mlflow" and outputs.tracker.uri:
-            return MlflowTracker(outputs.tracker.uri)
-        return TrackerClient()
+        """The client of the stack's tracker kind (looked up in ``TRACKERS``)."""
+        return TRACKERS.get(outputs.tracker.kind).from_outputs(outputs)
+
+    @classmethod
+    def from_outputs(cls, outputs: StackOutputs) -> TrackerClient:
+        return cls()
 
     def start_run(self, pipeline: str, run_id: str, params: dict[str, Any]) -> str | None:
         return None
@@ -82,6 +87,11 @@ class MlflowTracker(TrackerClient):
         self._port = parsed.port or (443 if parsed.scheme == "https" else 80)
         self._https = parsed.scheme == "https"
         self._timeout = timeout
+
+    @classmethod
+    def from_outputs(cls, outputs: StackOutputs) -> TrackerClient:
+        assert isinstance(outputs.tracker, MlflowTrackerOutputs)
+        return cls(outputs.tracker.uri)
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
@@ -205,3 +215,12 @@ class MlflowTracker(TrackerClient):
         }.items():
             client.set_model_version_tag(name, version, key, value)
         return ModelVersion(name=name, version=version)
+
+
+TRACKERS: Role[TrackerClient] = Role(
+    "tracker",
+    {
+        "mlflow": "runner.tracking:MlflowTracker",
+        "none": "runner.tracking:TrackerClient",
+    },
+)

@@ -1,85 +1,204 @@
 """StackOutputs: the versioned contract between a provisioned stack and everything that uses it.
 
-The runner knows a stack only through this model. Secret fields are ``SecretStr``: they print
-as ``**********``, are dropped by :meth:`StackOutputs.public`, and are resolved from the
-stack's secrets backend when a run needs them.
+The runner knows a stack only through this model. Each component's outputs are one small
+model per kind (a discriminated union on ``kind``) holding only what that kind has. Secret
+fields are ``SecretStr``: they print as ``**********``, are dropped by
+:meth:`StackOutputs.public`, and are resolved from the stack's secrets backend when a run
+needs them. :func:`load_outputs` also reads the outputs of version 1 (one optional bag of
+fields per component) from existing state.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-OUTPUTS_VERSION: Literal[1] = 1
+from stacks.common.constants import TOKEN_SECRET
+
+OUTPUTS_VERSION: Literal[2] = 2
 
 
 class _Out(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ArtifactStoreOutputs(_Out):
-    kind: Literal["local", "s3", "minio"]
-    uri: str = Field(description="Root URI of the artifact store: file:///... or s3://bucket/...")
-    endpoint_url: str | None = None
+# -- artifact stores ---------------------------------------------------------------------
+
+
+class LocalArtifactStoreOutputs(_Out):
+    kind: Literal["local"] = "local"
+    uri: str = Field(description="file:///... root of the store")
+
+
+class S3ArtifactStoreOutputs(_Out):
+    kind: Literal["s3"] = "s3"
+    uri: str = Field(description="s3://bucket/prefix root of the store")
     region: str | None = None
+    endpoint_url: str | None = Field(None, description="an S3-compatible endpoint, if not AWS")
 
 
-class RegistryOutputs(_Out):
-    kind: Literal["none", "local", "ecr", "kubernetes"]
-    url: str | None = None
-    auth: Literal["none", "basic", "ecr"] = "none"
+class MinioArtifactStoreOutputs(_Out):
+    kind: Literal["minio"] = "minio"
+    uri: str
+    endpoint_url: str | None = None
 
 
-class OrchestratorOutputs(_Out):
-    kind: Literal["local", "docker", "aws_batch", "kubernetes"]
+ArtifactStoreOutputs = Annotated[
+    LocalArtifactStoreOutputs | S3ArtifactStoreOutputs | MinioArtifactStoreOutputs,
+    Field(discriminator="kind"),
+]
+
+# -- container registries ----------------------------------------------------------------
+
+
+class NoRegistryOutputs(_Out):
+    kind: Literal["none"] = "none"
+
+
+class LocalRegistryOutputs(_Out):
+    kind: Literal["local"] = "local"
+    url: str = Field(description="host:port of the registry")
+
+
+class EcrRegistryOutputs(_Out):
+    kind: Literal["ecr"] = "ecr"
+    url: str = Field(description="the repository URL")
+
+
+class KubernetesRegistryOutputs(_Out):
+    kind: Literal["kubernetes"] = "kubernetes"
+    url: str
+
+
+RegistryOutputs = Annotated[
+    NoRegistryOutputs | LocalRegistryOutputs | EcrRegistryOutputs | KubernetesRegistryOutputs,
+    Field(discriminator="kind"),
+]
+
+# -- orchestrators -----------------------------------------------------------------------
+
+
+class LocalOrchestratorOutputs(_Out):
+    kind: Literal["local"] = "local"
     max_parallel: int = 4
-    job_queue: str | None = None
-    job_role_arn: str | None = None
-    execution_role_arn: str | None = Field(None, description="aws_batch: Fargate execution role")
-    log_group: str | None = None
-    namespace: str | None = None
-    context: str | None = None
-    service_account: str | None = None
+
+
+class DockerOrchestratorOutputs(_Out):
+    kind: Literal["docker"] = "docker"
+    max_parallel: int = 4
     base_image: str | None = None
 
 
-class SecretsOutputs(_Out):
-    kind: Literal["local", "aws_secrets_manager", "kubernetes"]
-    path: str | None = Field(None, description="local: the encrypted store file")
-    key_file: str | None = Field(None, description="local: the 0600 key file")
-    prefix: str | None = None
-    region: str | None = None
-    namespace: str | None = None
+class AwsBatchOrchestratorOutputs(_Out):
+    kind: Literal["aws_batch"] = "aws_batch"
+    max_parallel: int = 4
+    job_queue: str
+    job_role_arn: str
+    execution_role_arn: str = Field(description="the Fargate execution role")
+    log_group: str
+    base_image: str | None = None
 
 
-class TrackerOutputs(_Out):
-    kind: Literal["mlflow", "none"]
-    uri: str | None = None
+class KubernetesOrchestratorOutputs(_Out):
+    kind: Literal["kubernetes"] = "kubernetes"
+    max_parallel: int = 4
+    namespace: str
+    context: str
+    service_account: str
+    base_image: str | None = None
 
 
-class DeployerOutputs(_Out):
-    kind: Literal["local", "sagemaker", "kubernetes", "none"]
-    url: str | None = Field(None, description="local: the deployer service's URL")
-    workdir: str | None = Field(None, description="local: where endpoint records and logs live")
-    role_arn: str | None = None
-    namespace: str | None = None
-    service_account: str | None = None
-    instance_type: str | None = None
+OrchestratorOutputs = Annotated[
+    LocalOrchestratorOutputs
+    | DockerOrchestratorOutputs
+    | AwsBatchOrchestratorOutputs
+    | KubernetesOrchestratorOutputs,
+    Field(discriminator="kind"),
+]
+
+# -- secrets backends --------------------------------------------------------------------
+
+
+class LocalSecretsOutputs(_Out):
+    kind: Literal["local"] = "local"
+    path: str = Field(description="the encrypted store file")
+    key_file: str = Field(description="the 0600 key file")
+
+
+class SecretsManagerOutputs(_Out):
+    kind: Literal["aws_secrets_manager"] = "aws_secrets_manager"
+    prefix: str
+    region: str
+
+
+class KubernetesSecretsOutputs(_Out):
+    kind: Literal["kubernetes"] = "kubernetes"
+    namespace: str
+
+
+SecretsOutputs = Annotated[
+    LocalSecretsOutputs | SecretsManagerOutputs | KubernetesSecretsOutputs,
+    Field(discriminator="kind"),
+]
+
+# -- trackers ----------------------------------------------------------------------------
+
+
+class MlflowTrackerOutputs(_Out):
+    kind: Literal["mlflow"] = "mlflow"
+    uri: str
+
+
+class NoTrackerOutputs(_Out):
+    kind: Literal["none"] = "none"
+
+
+TrackerOutputs = Annotated[MlflowTrackerOutputs | NoTrackerOutputs, Field(discriminator="kind")]
+
+# -- deployers ---------------------------------------------------------------------------
+
+
+class LocalDeployerOutputs(_Out):
+    kind: Literal["local"] = "local"
+    url: str = Field(description="the deployer service's URL")
+    workdir: str = Field(description="where endpoint records and logs live")
+
+
+class SageMakerDeployerOutputs(_Out):
+    kind: Literal["sagemaker"] = "sagemaker"
+    role_arn: str
+    instance_type: str
+
+
+class KubernetesDeployerOutputs(_Out):
+    kind: Literal["kubernetes"] = "kubernetes"
+    namespace: str
+    service_account: str
+
+
+class NoDeployerOutputs(_Out):
+    kind: Literal["none"] = "none"
+
+
+DeployerOutputs = Annotated[
+    LocalDeployerOutputs | SageMakerDeployerOutputs | KubernetesDeployerOutputs | NoDeployerOutputs,
+    Field(discriminator="kind"),
+]
+
+# -- the metadata server and the whole contract ------------------------------------------
 
 
 class MetadataOutputs(_Out):
     url: str
     token: SecretStr | None = Field(None, description="Bearer token; never persisted")
-    token_secret: str = Field(
-        "mlstack-metadata-token", description="Name of the token in the secrets backend"
-    )
+    token_secret: str = Field(TOKEN_SECRET, description="Name of the token in the secrets backend")
 
 
 class StackOutputs(_Out):
     """Everything a run needs to know about a provisioned stack."""
 
-    version: Literal[1] = OUTPUTS_VERSION
+    version: Literal[2] = OUTPUTS_VERSION
     stack: str
     stack_id: str
     provider: Literal["local", "aws", "kubernetes"]
@@ -110,3 +229,33 @@ class StackOutputs(_Out):
         """A copy whose metadata token is set (resolved from the secrets backend)."""
         metadata = self.metadata.model_copy(update={"token": SecretStr(token)})
         return self.model_copy(update={"metadata": metadata})
+
+
+COMPONENTS = (
+    "artifact_store",
+    "container_registry",
+    "orchestrator",
+    "secrets",
+    "tracker",
+    "deployer",
+)
+
+
+def load_outputs(data: dict[str, Any]) -> StackOutputs:
+    """Outputs of any version this code knows (1, 2) as the current model."""
+    if data.get("version", 1) == 1:
+        data = upgrade_v1(data)
+    return StackOutputs.model_validate(data)
+
+
+def upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 had one bag of optional fields per component: keep each kind's own fields."""
+    from typing import get_args
+
+    out = {**data, "version": OUTPUTS_VERSION}
+    for component in COMPONENTS:
+        value = dict(data.get(component) or {})
+        for model in get_args(StackOutputs.model_fields[component].annotation):
+            if model.model_fields["kind"].default == value.get("kind"):
+                out[component] = {k: v for k, v in value.items() if k in model.model_fields}
+    return out

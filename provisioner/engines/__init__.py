@@ -5,12 +5,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from provisioner.errors import UsageError
+from stacks.common.errors import UsageError
 
 if TYPE_CHECKING:
     from provisioner.engines.base import Engine
-    from provisioner.progress import Progress
     from provisioner.state import StateRegistry
+    from stacks.common.progress import Progress
 
 # provider -> "module:Class"; the module is imported only when that provider is used.
 ENGINES: dict[str, str] = {

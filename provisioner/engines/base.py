@@ -13,11 +13,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from provisioner.errors import MlstackError, UsageError
-from provisioner.progress import NullProgress, Progress
-from provisioner.spec import StackSpec
 from provisioner.state import StackRecord, StateRegistry
+from stacks.common.errors import MlstackError, UsageError
+from stacks.common.progress import NullProgress, Progress
 from stacks.outputs import StackOutputs
+from stacks.spec import StackSpec
 
 Action = Literal["create", "start", "restart", "unchanged", "delete"]
 
@@ -102,7 +102,7 @@ class Engine(ABC):
             if record is None or record.status == "destroyed":
                 record = self._new_record(spec, record)
             record.status = "creating"
-            record.spec, record.spec_hash = spec.redacted(), spec.spec_hash()
+            record.spec, record.spec_hash = spec, spec.spec_hash()
             record.spec_path = spec_path
             record.ttl = spec.ttl
             ttl = spec.ttl_delta
@@ -119,7 +119,7 @@ class Engine(ABC):
                     raise
                 raise self._translate(exc) from exc
             record.status = "up"
-            record.outputs = outputs.public()
+            record.outputs = outputs
             record.log("up", f"up done: changed {changed or 'nothing'}")
             self.registry.save(record)
         return UpResult(
@@ -177,7 +177,7 @@ class Engine(ABC):
             stack_id=f"{spec.name}-{secrets.token_hex(3)}",
             provider=spec.provider.value,
             status="creating",
-            spec=spec.redacted(),
+            spec=spec,
             spec_hash=spec.spec_hash(),
         )
         if old is not None:
@@ -186,7 +186,7 @@ class Engine(ABC):
 
     def _translate(self, exc: BaseException) -> MlstackError:
         """Map a foreign error to an MlstackError (engines override for their SDKs)."""
-        from provisioner.errors import EngineError
+        from stacks.common.errors import EngineError
 
         return EngineError(f"{self.provider} engine failed: {type(exc).__name__}: {exc}")
 

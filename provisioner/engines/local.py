@@ -13,9 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from provisioner.engines.base import Engine, PlannedChange, PlanResult, ServiceStatus
-from provisioner.errors import ServiceFailed, UsageError
-from provisioner.spec import StackSpec
 from provisioner.state import ServiceRecord, StackRecord, now
+from stacks.common.errors import ServiceFailed, UsageError
 from stacks.local import (
     artifact_store,
     deployer,
@@ -37,6 +36,7 @@ from stacks.local.supervisor import (
     wait_healthy,
 )
 from stacks.outputs import StackOutputs
+from stacks.spec import LocalStackSpec, StackSpec
 
 
 class LocalEngine(Engine):
@@ -48,11 +48,12 @@ class LocalEngine(Engine):
         return self.registry.home / "stacks" / name
 
     def _context(self, spec: StackSpec) -> LocalContext:
+        assert isinstance(spec, LocalStackSpec)
         return LocalContext(spec=spec, stack_dir=self.stack_dir(spec.name))
 
     def _services(self, ctx: LocalContext, token: str) -> list[ServiceDef]:
         found = [
-            artifact_store.service(ctx),
+            artifact_store.flavor_module(ctx).service(ctx),
             secrets_backend.service(ctx),
             tracker.service(ctx),
             metadata.service(ctx, token),
@@ -240,7 +241,7 @@ class LocalEngine(Engine):
             stack_id=record.stack_id,
             provider="local",
             tags={"mlstack:stack": spec.name, "mlstack:stack-id": record.stack_id, **spec.tags},
-            artifact_store=artifact_store.outputs(ctx),
+            artifact_store=artifact_store.flavor_module(ctx).outputs(ctx),
             container_registry=registry.outputs(ctx, port_of("registry")),
             orchestrator=orchestrator.outputs(ctx),
             secrets=secrets_backend.outputs(ctx),
@@ -254,10 +255,7 @@ class LocalEngine(Engine):
     def _down(self, record: StackRecord) -> tuple[list[str], list[str]]:
         # Model endpoints first: they depend on the tracker.
         stopped: list[str] = deployer.stop_endpoints(self.stack_dir(record.name))
-        if (
-            record.services.get("registry")
-            or record.spec.get("components", {}).get("orchestrator", {}).get("flavor") == "docker"
-        ):
+        if record.services.get("registry") or record.spec.flavor_of("orchestrator") == "docker":
             stopped += registry.remove_docker_objects(record.name)
         for name in stopped:
             self.progress.update(name, "stopped")
@@ -273,9 +271,17 @@ class LocalEngine(Engine):
             with ThreadPoolExecutor(max_workers=len(processes)) as pool:
                 stopped += list(pool.map(stop_one, processes))
         kept: list[str] = []
-        custom = record.spec.get("components", {}).get("artifact_store", {}).get("path")
+        ctx = self._context(record.spec)
+        store = artifact_store.flavor_module(ctx)
+        if hasattr(store, "teardown"):
+            stopped += store.teardown(ctx)
+        custom = getattr(record.spec.components.artifact_store, "path", None)
         if custom:
             kept.append(f"artifact store folder {custom} (set in the spec; not deleted)")
+        elif record.spec.flavor_of("artifact_store") != "local":
+            bucket = getattr(record.spec.components.artifact_store, "bucket", "")
+            if not getattr(record.spec.components.artifact_store, "create", False):
+                kept.append(f"artifact store bucket {bucket} (not created by the stack)")
         folder = self.stack_dir(record.name)
         if folder.exists():
             shutil.rmtree(folder)

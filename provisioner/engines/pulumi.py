@@ -28,10 +28,10 @@ from pydantic import BaseModel, Field, ValidationError
 
 from provisioner.engines.base import DownResult, Engine, PlanResult, ServiceStatus, UpResult
 from provisioner.engines.pulumi_events import EventRecorder, translate
-from provisioner.errors import EngineError, UsageError
-from provisioner.spec import StackSpec
 from provisioner.state import StackRecord
+from stacks.common.errors import EngineError, UsageError
 from stacks.outputs import OUTPUTS_VERSION, StackOutputs
+from stacks.spec import StackSpec
 
 COMPONENTS = (
     "artifact_store",
@@ -282,7 +282,7 @@ class PulumiEngine(Engine):
         """Each component as recorded at the last up (``mlstack refresh`` checks the cloud)."""
         found: list[ServiceStatus] = []
         for component in COMPONENTS:
-            data = (record.outputs or {}).get(component) or {}
+            data = (record.outputs.public() if record.outputs else {}).get(component) or {}
             kind = data.get("kind", "mlstack" if component == "metadata" else "")
             if not data or kind == "none":
                 continue

@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from provisioner.errors import EngineError, MlstackError
-from provisioner.progress import NullProgress, Progress
+from stacks.common.errors import EngineError, MlstackError
+from stacks.common.progress import NullProgress, Progress
 
 # Types that are bookkeeping, not cloud resources: never shown as progress rows.
 _HIDDEN = ("pulumi:pulumi:Stack", "pulumi:providers:", "mlstack:")

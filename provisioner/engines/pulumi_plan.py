@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Any
 
 from provisioner.engines.base import PlannedChange, PlanResult
-from provisioner.spec import StackSpec
+from stacks.spec import StackSpec
 
 PLAN_ACCOUNT = "123456789012"
 PLAN_SECRET = "generated-at-up"
@@ -302,7 +302,7 @@ def run_stack_program(
         stack=stack_id,
         config=config if config is not None else plan_config(spec, secret_names),
         secret_keys=[f"mlstack:{name}" for name in secret_names],
-        region=spec.region or "us-east-1",
+        region=getattr(spec, "region", None) or "us-east-1",
         components=mod.COMPONENTS,
     )
 
@@ -314,10 +314,11 @@ def changes(run: MockRun, spec: StackSpec, reason: str) -> list[PlannedChange]:
         if not res.custom or res.type.startswith("pulumi:providers:"):
             continue
         details: dict[str, Any] = {}
-        if spec.region and res.type.startswith("aws:"):
-            details["region"] = spec.region
-        if spec.kubernetes and res.type.startswith("kubernetes:"):
-            details["context"] = spec.kubernetes.context
+        region, target = getattr(spec, "region", None), getattr(spec, "kubernetes", None)
+        if region and res.type.startswith("aws:"):
+            details["region"] = region
+        if target is not None and res.type.startswith("kubernetes:"):
+            details["context"] = target.context
         for label, path in DETAILS.get(res.type, {}).items():
             value = res.get(path)
             if isinstance(value, float) and value.is_integer():

@@ -15,7 +15,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from provisioner.spec import StackSpec
+from stacks.spec import AwsStackSpec as StackSpec
 
 # Actions that AWS does not scope to a resource: the only statements allowed ``"Resource": "*"``.
 UNSCOPED_ACTIONS = frozenset({"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"})

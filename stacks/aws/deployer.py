@@ -17,6 +17,7 @@ from stacks.aws.base import (
     policy_document,
     service_role,
 )
+from stacks.spec.aws import SageMakerDeployer
 
 
 class ModelDeployer(pulumi.ComponentResource):
@@ -64,8 +65,10 @@ class ModelDeployer(pulumi.ComponentResource):
         self.register_outputs({"role_arn": self.role.arn})
 
     def outputs(self, ctx: AwsContext) -> dict[str, object]:
+        deployer = ctx.ident.spec.components.deployer
+        assert isinstance(deployer, SageMakerDeployer)  # built only for sagemaker
         return {
             "kind": "sagemaker",
             "role_arn": self.role.arn,
-            "instance_type": ctx.ident.spec.components.deployer.instance_type,
+            "instance_type": deployer.instance_type,
         }

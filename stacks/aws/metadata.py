@@ -27,6 +27,7 @@ from stacks.aws.base import (
 from stacks.aws.network import Network
 from stacks.aws.secrets import TOKEN_SECRET, stack_secret
 from stacks.aws.service import Container, Platform, fargate_service
+from stacks.spec.aws import AwsMlflowTracker, AwsStackSpec
 
 DB_USER = "mlstack"
 DB_NAME = "metadata"
@@ -123,7 +124,7 @@ class MetadataServer(pulumi.ComponentResource):
             identifier=ctx.name("db", 63),
             engine="postgres",
             engine_version=DB_ENGINE_VERSION,
-            instance_class=spec.components.tracker.db_instance_class,
+            instance_class=db_instance_class(spec),
             allocated_storage=DB_STORAGE_GIB,
             storage_type="gp3",
             storage_encrypted=True,
@@ -168,3 +169,11 @@ class MetadataServer(pulumi.ComponentResource):
 
     def outputs(self) -> dict[str, object]:
         return {"url": self.url, "token_secret": TOKEN_SECRET}
+
+
+def db_instance_class(spec: AwsStackSpec) -> str:
+    """The RDS class: the mlflow tracker's setting (the database serves both), else the default."""
+    tracker = spec.components.tracker
+    if isinstance(tracker, AwsMlflowTracker):
+        return tracker.db_instance_class
+    return AwsMlflowTracker.model_fields["db_instance_class"].default

@@ -12,7 +12,6 @@ from typing import Any
 
 import pulumi
 
-from provisioner.spec import DeployerFlavor, StackSpec, TrackerFlavor
 from stacks.aws.artifact_store import ArtifactStore
 from stacks.aws.base import AwsContext, StackIdentity
 from stacks.aws.deployer import ModelDeployer
@@ -21,6 +20,9 @@ from stacks.aws.orchestrator import Orchestrator
 from stacks.aws.registry import ContainerRegistry
 from stacks.aws.secrets import SecretsBackend
 from stacks.aws.tracker import Tracker
+from stacks.outputs import OUTPUTS_VERSION
+from stacks.spec import AwsStackSpec as StackSpec
+from stacks.spec import DeployerFlavor, TrackerFlavor
 
 PROJECT = "mlstack-aws"
 # Secret config values the engine generates once per stack (stored encrypted in the stack).
@@ -68,7 +70,7 @@ def program(spec: StackSpec) -> None:
         ).outputs(ctx)
 
     exports: dict[str, Any] = {
-        "version": 1,
+        "version": OUTPUTS_VERSION,
         "stack": spec.name,
         "stack_id": ident.stack_id,
         "provider": "aws",

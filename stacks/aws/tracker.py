@@ -14,6 +14,7 @@ from stacks.aws.base import AwsContext, bucket_access, policy_document, service_
 from stacks.aws.metadata import MetadataServer, database_url
 from stacks.aws.secrets import stack_secret
 from stacks.aws.service import Container, fargate_service
+from stacks.spec.aws import AwsMlflowTracker
 
 MLFLOW_IMAGE = "ghcr.io/mlflow/mlflow:v3.5.0"
 DB_NAME = "mlflow"
@@ -51,6 +52,7 @@ class Tracker(pulumi.ComponentResource):
     ) -> None:
         super().__init__(self.TYPE, "tracker", None, opts)
         spec = ctx.ident.spec.components.tracker
+        assert isinstance(spec, AwsMlflowTracker)  # the program builds this only for mlflow
         child = pulumi.ResourceOptions(parent=self)
         task_role = service_role(
             "mlflow-task",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pulumi
 import pulumi_kubernetes as k8s
 
-from provisioner.spec import StackSpec
+from stacks.spec import KubernetesStackSpec as StackSpec
 
 STACK_ID_LABEL = "mlstack.dev/stack-id"
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import pulumi
 
-from provisioner.spec import DeployerFlavor, StackSpec, TrackerFlavor
 from stacks.kubernetes.artifact_store import ArtifactStore
 from stacks.kubernetes.base import K8sContext
 from stacks.kubernetes.deployer import SERVICE_ACCOUNT as DEPLOYER_ACCOUNT
@@ -22,6 +21,9 @@ from stacks.kubernetes.orchestrator import Orchestrator
 from stacks.kubernetes.registry import ContainerRegistry
 from stacks.kubernetes.secrets import SecretsBackend
 from stacks.kubernetes.tracker import Tracker
+from stacks.outputs import OUTPUTS_VERSION
+from stacks.spec import DeployerFlavor, TrackerFlavor
+from stacks.spec import KubernetesStackSpec as StackSpec
 
 PROJECT = "mlstack-kubernetes"
 SECRET_CONFIG = ("metadataToken", "minioPassword")
@@ -59,7 +61,7 @@ def program(spec: StackSpec) -> None:
         tracker = Tracker(ctx, store=store, metadata=metadata, opts=opts).outputs()
 
     exports: dict[str, Any] = {
-        "version": 1,
+        "version": OUTPUTS_VERSION,
         "stack": spec.name,
         "stack_id": base.stack_id,
         "provider": "kubernetes",

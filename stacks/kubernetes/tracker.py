@@ -14,6 +14,7 @@ import pulumi_kubernetes as k8s
 from stacks.kubernetes.artifact_store import BUCKET, CREDENTIALS, ArtifactStore
 from stacks.kubernetes.base import K8sContext, deployment, env_from_secret, volume_claim
 from stacks.kubernetes.metadata import DATABASES, MetadataServer
+from stacks.spec.kubernetes import KubernetesMlflowTracker
 
 MLFLOW_IMAGE = "ghcr.io/mlflow/mlflow:v3.5.0"  # the same server as the AWS stack's
 COMPONENT = "tracker"
@@ -59,6 +60,7 @@ class Tracker(pulumi.ComponentResource):
     ) -> None:
         super().__init__(self.TYPE, "tracker", None, opts)
         spec = ctx.spec.components.tracker
+        assert isinstance(spec, KubernetesMlflowTracker)  # built only for mlflow
         env: list[k8s.core.v1.EnvVarArgsDict] = [
             {"name": "MLFLOW_S3_ENDPOINT_URL", "value": store.endpoint},
             {"name": "MLFLOW_SERVER_ALLOWED_HOSTS", "value": "*"},

@@ -1,16 +1,23 @@
-"""Local artifact store: a folder, addressed as a file:// URI."""
+"""Local artifact stores, one module per flavor: a folder here; S3 in artifact_store_s3.py.
+
+``FLAVORS`` is the one table the local engine reads: flavor -> the module that provisions it
+(``service(ctx)`` and ``outputs(ctx)``).
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import ModuleType
 
 from stacks.local.base import LocalContext, ServiceDef
-from stacks.outputs import ArtifactStoreOutputs
+from stacks.outputs import ArtifactStoreOutputs, LocalArtifactStoreOutputs
+from stacks.spec.local import LocalArtifactStore
 
 
 def root(ctx: LocalContext) -> Path:
-    custom = ctx.spec.components.artifact_store.path
+    spec = ctx.spec.components.artifact_store
+    custom = spec.path if isinstance(spec, LocalArtifactStore) else None
     return Path(custom).expanduser().resolve() if custom else ctx.path("artifacts")
 
 
@@ -34,4 +41,17 @@ def service(ctx: LocalContext) -> ServiceDef:
 
 
 def outputs(ctx: LocalContext) -> ArtifactStoreOutputs:
-    return ArtifactStoreOutputs(kind="local", uri=root(ctx).as_uri())
+    return LocalArtifactStoreOutputs(uri=root(ctx).as_uri())
+
+
+def flavor_module(ctx: LocalContext) -> ModuleType:
+    """The module provisioning the spec's artifact store flavor."""
+    import importlib
+
+    return importlib.import_module(FLAVORS[ctx.spec.flavor_of("artifact_store")])
+
+
+FLAVORS = {
+    "local": "stacks.local.artifact_store",
+    "s3": "stacks.local.artifact_store_s3",
+}

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provisioner.spec import StackSpec
+from stacks.spec import LocalStackSpec as StackSpec
 
 
 @dataclass(frozen=True)

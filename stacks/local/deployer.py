@@ -7,12 +7,12 @@ from pathlib import Path
 
 from stacks.local.base import LocalContext, ServiceDef
 from stacks.local.supervisor import stop
-from stacks.outputs import DeployerOutputs
+from stacks.outputs import DeployerOutputs, LocalDeployerOutputs, NoDeployerOutputs
+from stacks.spec.local import LocalDeployer
 
 
 def _enabled(ctx: LocalContext) -> bool:
-    flavor = ctx.spec.components.deployer.flavor
-    return flavor is not None and flavor.value != "none"
+    return isinstance(ctx.spec.components.deployer, LocalDeployer)
 
 
 def service(ctx: LocalContext, token: str) -> ServiceDef | None:
@@ -63,5 +63,5 @@ def stop_endpoints(stack_dir: Path) -> list[str]:
 
 def outputs(ctx: LocalContext, port: int | None) -> DeployerOutputs:
     if not _enabled(ctx) or port is None:
-        return DeployerOutputs(kind="none")
-    return DeployerOutputs(kind="local", url=f"http://127.0.0.1:{port}", workdir=str(workdir(ctx)))
+        return NoDeployerOutputs()
+    return LocalDeployerOutputs(url=f"http://127.0.0.1:{port}", workdir=str(workdir(ctx)))

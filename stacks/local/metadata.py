@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import hashlib
 
-from provisioner.spec import redact_url
 from stacks.local.base import LocalContext, ServiceDef
 from stacks.outputs import MetadataOutputs
+from stacks.spec import redact_url
 
 TOKEN_SECRET = "mlstack-metadata-token"
 

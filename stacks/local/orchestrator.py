@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from stacks.local.base import LocalContext, ServiceDef
-from stacks.outputs import OrchestratorOutputs
-
-
-def _kind(ctx: LocalContext) -> Literal["local", "docker"]:
-    flavor = ctx.spec.components.orchestrator.flavor
-    return "docker" if flavor is not None and flavor.value == "docker" else "local"
+from stacks.outputs import (
+    DockerOrchestratorOutputs,
+    LocalOrchestratorOutputs,
+    OrchestratorOutputs,
+)
+from stacks.spec.local import DockerOrchestrator
 
 
 def service(ctx: LocalContext) -> ServiceDef:
@@ -19,14 +17,12 @@ def service(ctx: LocalContext) -> ServiceDef:
     return ServiceDef(
         name="orchestrator",
         component="orchestrator",
-        config={"flavor": _kind(ctx), "max_parallel": spec.max_parallel},
+        config={"flavor": spec.flavor.value, "max_parallel": spec.max_parallel},
     )
 
 
 def outputs(ctx: LocalContext) -> OrchestratorOutputs:
     spec = ctx.spec.components.orchestrator
-    return OrchestratorOutputs(
-        kind=_kind(ctx),
-        max_parallel=spec.max_parallel,
-        base_image=spec.base_image,
-    )
+    if isinstance(spec, DockerOrchestrator):
+        return DockerOrchestratorOutputs(max_parallel=spec.max_parallel, base_image=spec.base_image)
+    return LocalOrchestratorOutputs(max_parallel=spec.max_parallel)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import shutil
 
 from stacks.local.base import LocalContext, ServiceDef
-from stacks.outputs import RegistryOutputs
+from stacks.outputs import LocalRegistryOutputs, NoRegistryOutputs, RegistryOutputs
+from stacks.spec.local import LocalRegistry
 
 CONFIG = """\
 version: 0.1
@@ -38,6 +39,7 @@ def service(ctx: LocalContext) -> ServiceDef | None:
     if not _enabled(ctx):
         return None
     spec = ctx.spec.components.container_registry
+    assert isinstance(spec, LocalRegistry)
     data = ctx.path("registry")
 
     def argv(port: int) -> list[str]:
@@ -65,8 +67,8 @@ def service(ctx: LocalContext) -> ServiceDef | None:
 
 def outputs(ctx: LocalContext, port: int | None) -> RegistryOutputs:
     if not _enabled(ctx) or port is None:
-        return RegistryOutputs(kind="none")
-    return RegistryOutputs(kind="local", url=f"127.0.0.1:{port}", auth="none")
+        return NoRegistryOutputs()
+    return LocalRegistryOutputs(url=f"127.0.0.1:{port}")
 
 
 def remove_docker_objects(stack: str) -> list[str]:

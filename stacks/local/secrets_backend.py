@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from stacks.common.fernet import FernetStore, SecretStoreError
 from stacks.local.base import LocalContext, ServiceDef
-from stacks.local.secrets import FernetStore, SecretStoreError
-from stacks.outputs import SecretsOutputs
+from stacks.outputs import LocalSecretsOutputs, SecretsOutputs
 
 
 def store(ctx: LocalContext) -> FernetStore:
@@ -33,4 +33,4 @@ def service(ctx: LocalContext) -> ServiceDef:
 
 def outputs(ctx: LocalContext) -> SecretsOutputs:
     s = store(ctx)
-    return SecretsOutputs(kind="local", path=str(s.path), key_file=str(s.key_file))
+    return LocalSecretsOutputs(path=str(s.path), key_file=str(s.key_file))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from stacks.local.base import LocalContext, ServiceDef
-from stacks.outputs import TrackerOutputs
+from stacks.outputs import MlflowTrackerOutputs, NoTrackerOutputs, TrackerOutputs
+from stacks.spec.local import LocalMlflowTracker
 
 
 def service(ctx: LocalContext) -> ServiceDef | None:
     spec = ctx.spec.components.tracker
-    if spec.flavor is None or spec.flavor.value == "none":
+    if not isinstance(spec, LocalMlflowTracker):
         return None
     data = ctx.path("mlflow")
 
@@ -34,5 +35,5 @@ def service(ctx: LocalContext) -> ServiceDef | None:
 
 def outputs(ctx: LocalContext, port: int | None) -> TrackerOutputs:
     if port is None:
-        return TrackerOutputs(kind="none")
-    return TrackerOutputs(kind="mlflow", uri=f"http://127.0.0.1:{port}")
+        return NoTrackerOutputs()
+    return MlflowTrackerOutputs(uri=f"http://127.0.0.1:{port}")

@@ -260,7 +260,7 @@ def test_first_build_pushes_and_the_second_reuses(
     # The image runs the step runtime with the requirements, offline.
     script = (
         "import runner.entrypoint, runner.metadata.client, runner.artifacts, runner.context,"
-        " runner.materializers, stacks.local.secrets, cloudpickle, six, sys; print(sys.prefix)"
+        " runner.materializers, stacks.common.fernet, cloudpickle, six, sys; print(sys.prefix)"
     )
     out = engine.containers.run(
         first.image, ["python", "-c", script], remove=True, network_mode="none"

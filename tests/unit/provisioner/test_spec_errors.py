@@ -8,30 +8,32 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from provisioner.errors import SpecError
-from provisioner.spec import (
+from stacks.common.errors import SpecError
+from stacks.spec import (
     SUPPORTED,
-    Components,
     DeployerFlavor,
     KubernetesTarget,
     OrchestratorFlavor,
     Provider,
     StackSpec,
-    TrackerSpec,
 )
-from provisioner.spec_errors import parse_spec_data, parse_spec_file
+from stacks.spec.aws import AwsMlflowTracker, AwsStackSpec
+from stacks.spec.kubernetes import KubernetesStackSpec
+from stacks.spec.local import LocalComponents as Components
+from stacks.spec.local import LocalMlflowTracker, LocalStackSpec
+from stacks.spec.parse import parse_spec_data, parse_spec_file
 
 MLSTACK = str(Path(sys.executable).parent / "mlstack")
 LINE_BREAKS = ("\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
 DNS = "lowercase letters, digits and '-'"
-TOP_FIELDS = "name, provider, region, ttl, budget, owner, tags, kubernetes, components"
+TOP_FIELDS = "name, provider, ttl, budget, owner, tags, components"  # of a local stack
 COMPONENT_NAMES = (
     "orchestrator, artifact_store, container_registry, secrets, tracker, deployer, metadata"
 )
@@ -150,7 +152,7 @@ BAD_SPECS = [
     pytest.param(
         "name: demo\ncomponents:\n  tracker: {flavor: mlflow, colour: red}\n",
         "components.tracker.colour",
-        ["unknown field", "allowed fields here: flavor, port, db_instance_class, cpu, memory_gib"],
+        ["not a setting of the mlflow tracker on a local stack", "(settings: port)"],
         id="unknown-component-field",
     ),
     pytest.param(
@@ -214,13 +216,14 @@ BAD_SPECS = [
         id="max-parallel-zero",
     ),
     pytest.param(
-        "name: demo\ncomponents:\n  tracker: {cpu: 0}\n",
+        "name: demo\nprovider: aws\nregion: eu-west-1\ncomponents:\n  tracker: {cpu: 0}\n",
         "components.tracker.cpu",
         ["greater than 0", "got 0"],
         id="tracker-cpu-zero",
     ),
     pytest.param(
-        "name: demo\ncomponents:\n  artifact_store: {versioning: maybe}\n",
+        "name: demo\nprovider: aws\nregion: eu-west-1\n"
+        "components:\n  artifact_store: {versioning: maybe}\n",
         "components.artifact_store.versioning",
         ["valid boolean", "got 'maybe'"],
         id="versioning-not-bool",
@@ -354,7 +357,7 @@ def test_bad_spec_is_one_line_naming_file_field_value_and_options(
 
 
 def test_more_than_one_problem_reports_the_first_and_counts_the_rest(tmp_path: Path) -> None:
-    message = str(parse_text(tmp_path, "name: Demo\nprovider: gcp\ncolour: red\n"))
+    message = str(parse_text(tmp_path, "name: Demo\nttl: soon\ncolour: red\n"))
 
     assert message.startswith(f"{tmp_path / 'stack.yaml'}: name: ")
     assert message.endswith("(and 2 more)")
@@ -633,7 +636,10 @@ FIELD_KEYS = sorted(
         *StackSpec.model_fields,
         *Components.model_fields,
         *KubernetesTarget.model_fields,
-        *TrackerSpec.model_fields,
+        *LocalMlflowTracker.model_fields,
+        *AwsMlflowTracker.model_fields,
+        *AwsStackSpec.model_fields,
+        *KubernetesStackSpec.model_fields,
         "flavor",
         "max_parallel",
         "versioning",
@@ -709,9 +715,15 @@ def _one_change(base: dict[str, Any], where: str, key: Any, value: Any) -> dict[
     return {**base, "components": {where: {key: value}}}
 
 
-FIELDS_AT = {"top": StackSpec.model_fields} | {
-    name: field.annotation.model_fields  # type: ignore[union-attr]
-    for name, field in Components.model_fields.items()
+def _settings(annotation: Any) -> set[str]:
+    """Every setting of every flavor a component annotation (a model or a union) allows."""
+    if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+        return set(annotation.model_fields)
+    return set().union(*(_settings(arg) for arg in get_args(annotation)))
+
+
+FIELDS_AT = {"top": {*LocalStackSpec.model_fields, *AwsStackSpec.model_fields}} | {
+    name: _settings(field.annotation) for name, field in Components.model_fields.items()
 }
 VALUES = st.one_of(
     st.sampled_from(WORDS), st.integers(0, 70_000), st.floats(0, 100), st.booleans(), YAML_DATA

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from provisioner.errors import StackLocked, StateError
 from provisioner.state import Event, ServiceRecord, StackRecord, StateRegistry
+from stacks.common.errors import StackLocked, StateError
 
 MLSTACK = str(Path(sys.executable).parent / "mlstack")
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from provisioner.engines.pulumi_plan import MockRun, run_stack_program
-from provisioner.spec import StackSpec
 from stacks.outputs import StackOutputs
+from stacks.spec import StackSpec
 
 # pulumi_aws warns about its own deprecated resource classes at import time.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pulumi_aws")

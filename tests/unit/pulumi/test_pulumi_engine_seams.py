@@ -22,9 +22,9 @@ from provisioner.engines.pulumi import (
     workspace_settings,
 )
 from provisioner.engines.pulumi_events import EventRecorder, clean_diagnostic, translate
-from provisioner.errors import EngineError
-from provisioner.spec import StackSpec
 from provisioner.state import StackRecord, StateRegistry
+from stacks.common.errors import EngineError
+from stacks.spec import StackSpec
 
 # pulumi_aws warns about its own deprecated resource classes at import time.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pulumi_aws")

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from provisioner.engines.pulumi_plan import MockRun, run_stack_program
-from provisioner.spec import StackSpec
 from stacks.outputs import StackOutputs
+from stacks.spec import StackSpec
 
 STACK_ID = "demo-a1b2c3"
 NAMESPACE = f"mlstack-{STACK_ID}"

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from provisioner.engines.pulumi import AwsEngine
-from provisioner.spec import StackSpec
 from provisioner.state import StateRegistry
+from stacks.spec import StackSpec
 
 pytestmark = pytest.mark.skipif(
     shutil.which("pulumi") is None,

@@ -1,4 +1,4 @@
-"""The local stack's secrets backend: one Fernet-encrypted file plus a 0600 key file.
+"""The local secrets backend's file format: one Fernet-encrypted file plus a 0600 key file.
 
 This module is the store's format and its only reader/writer; both the provisioner (which
 stores the metadata token at up) and the runner's secrets client use it.
@@ -15,13 +15,15 @@ from typing import TYPE_CHECKING
 
 from filelock import FileLock
 
+from stacks.common.errors import SecretsError
+
 if TYPE_CHECKING:
     from cryptography.fernet import Fernet
 
 SECRET_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
-class SecretStoreError(Exception):
+class SecretStoreError(SecretsError):
     """The store is missing, its key does not match, or a name is invalid."""
 
 

@@ -1,4 +1,4 @@
-"""Progress reporting from engines to whoever is watching (the CLI renders it with rich)."""
+"""Progress reporting from long work (engines, runs, image builds) to whoever is watching."""
 
 from __future__ import annotations
 

@@ -1,0 +1,61 @@
+"""Orchestrators: how a run's steps are launched, one launcher per kind.
+
+An orchestrator's ``prepare`` readies what the run needs (an image, the code) and returns a
+launcher with ``launch(step_id, log, result)``, ``wait()`` and ``close(kill)``, plus the
+fields every step spec gets and the run's code reference. The driver in ``runner/run.py``
+looks the orchestrator up here by the kind in the stack's outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runner.roles import Role
+from stacks.common.progress import Progress
+
+if TYPE_CHECKING:
+    from runner.artifacts import ArtifactStore
+    from runner.sdk import CompiledPipeline, Pipeline
+    from stacks.outputs import StackOutputs
+
+
+@dataclass
+class Prepared:
+    """A launcher ready for the run, what every step spec gets, and the code reference."""
+
+    launcher: Any
+    extra_spec: dict[str, Any] = field(default_factory=dict)
+    code_ref: str | None = None
+
+
+class Orchestrator:
+    """One kind of orchestrator. Subclasses implement :meth:`prepare`."""
+
+    def __init__(self, outputs: StackOutputs) -> None:
+        self.outputs = outputs
+
+    def prepare(
+        self,
+        pipeline: Pipeline,
+        compiled: CompiledPipeline,
+        store: ArtifactStore,
+        scratch: Path,
+        progress: Progress,
+    ) -> Prepared:
+        raise NotImplementedError
+
+
+ORCHESTRATORS: Role[Orchestrator] = Role(
+    "orchestrator",
+    {
+        "local": "runner.orchestrators.local:LocalOrchestrator",
+        "docker": "runner.orchestrators.docker:DockerOrchestrator",
+    },
+)
+
+
+def orchestrator_for(outputs: StackOutputs) -> Orchestrator:
+    """The orchestrator of the stack's kind."""
+    return ORCHESTRATORS.get(outputs.orchestrator.kind)(outputs)

@@ -1,0 +1,39 @@
+"""The docker orchestrator: one host-network container per step (runner/docker_launcher.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from runner.orchestrators import Orchestrator, Prepared
+from stacks.common.progress import Progress
+
+if TYPE_CHECKING:
+    from runner.artifacts import ArtifactStore
+    from runner.sdk import CompiledPipeline, Pipeline
+
+
+class DockerOrchestrator(Orchestrator):
+    def prepare(
+        self,
+        pipeline: Pipeline,
+        compiled: CompiledPipeline,
+        store: ArtifactStore,
+        scratch: Path,
+        progress: Progress,
+    ) -> Prepared:
+        from runner.code import package_code
+        from runner.docker_launcher import DockerLauncher, docker_client
+        from runner.packaging import ensure_image
+
+        docker_client()  # one clear line when no engine is reachable, before any work
+        build = ensure_image(pipeline, self.outputs, progress=progress)
+        verb = "built" if build.built else "reused"
+        progress.update("image", verb, f"{build.image} ({build.reason})")
+        code = package_code(compiled.source, store)
+        if code.kind == "git" and code.url.startswith("file://"):
+            # A remote on this machine's disk cannot be cloned from inside a container.
+            code = package_code(compiled.source, store, use_git=False)
+        progress.update("code", "ready", code.describe())
+        launcher = DockerLauncher(self.outputs, build.image, scratch, run_label="")
+        return Prepared(launcher, {"code": code.as_dict(), "image": build.image}, code.describe())

@@ -1,0 +1,8 @@
+"""Names both the provisioning and the runtime side rely on."""
+
+from __future__ import annotations
+
+# The metadata server's bearer token, as stored in every stack's secrets backend.
+TOKEN_SECRET = "mlstack-metadata-token"
+# The stack outputs (token included) handed to a step process at run time.
+OUTPUTS_ENV = "MLSTACK_STACK_OUTPUTS"
