@@ -258,8 +258,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _describe(exc: Exception) -> tuple[int, str]:
-    """Exit code and one line for any error; runner errors are recognised by duck type."""
-    if isinstance(exc, MlstackError) or hasattr(exc, "headline"):
+    """Exit code and one line for any error (every mlstack error is an MlstackError)."""
+    if isinstance(exc, MlstackError):
         code = int(getattr(exc, "exit_code", 1))
         return code, " ".join(str(exc).split("\n")[0:1]) + _tail(exc)
     return 1, f"{type(exc).__name__}: {exc} (run with --debug for the traceback)"

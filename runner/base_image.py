@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import RunnerError
+from stacks.common.docker_engine import unreachable
 from stacks.common.home import mlstack_home
 from stacks.common.progress import NullProgress, Progress
 
@@ -62,10 +63,6 @@ class ImageError(RunnerError):
     """Packaging could not build, find or push an image."""
 
 
-class DockerUnavailable(ImageError):
-    """No Docker Engine answers at DOCKER_HOST (or the default socket)."""
-
-
 class BaseImageError(ImageError):
     """The base image is missing, cannot be pulled, or has no python3."""
 
@@ -83,23 +80,6 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
-def docker_host() -> str:
-    """Where the Docker SDK connects: $DOCKER_HOST or the default unix socket."""
-    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-
-
-def _unreachable(err: BaseException) -> DockerUnavailable:
-    if "Permission denied" in str(err) or isinstance(err, PermissionError):
-        return DockerUnavailable(
-            f"permission denied on the Docker Engine socket at {docker_host()}",
-            "run as root or add your user to the `docker` group",
-        )
-    return DockerUnavailable(
-        f"Docker Engine is not reachable at {docker_host()}: start dockerd",
-        "`sudo systemctl start docker` or `sudo dockerd &`, or set DOCKER_HOST to a running engine",
-    )
-
-
 @contextmanager
 def docker_errors() -> Iterator[None]:
     """Translate Docker SDK errors: a lost engine into DockerUnavailable, the rest ImageError.
@@ -112,29 +92,22 @@ def docker_errors() -> Iterator[None]:
     try:
         yield
     except requests.exceptions.ConnectionError as err:
-        raise _unreachable(err) from err
+        raise unreachable(err) from err
     except APIError as err:  # the engine answered, with a refusal
         reason = str(err.explanation or err).strip().splitlines() or ["no reason given"]
         raise ImageError(f"Docker Engine refused the request: {reason[0][:300]}") from err
     except DockerException as err:
         text = str(err)
         if "Error while fetching server API version" in text or "Connection" in text:
-            raise _unreachable(err) from err
+            raise unreachable(err) from err
         raise ImageError(f"Docker SDK error: {text.splitlines()[0][:300]}") from err
 
 
 def docker_client() -> DockerClient:
-    """A client of the engine at DOCKER_HOST (``docker.from_env``), checked with a ping."""
-    try:
-        import docker
-    except ImportError as err:
-        raise ImageError(
-            "the Docker SDK is not installed", "pip install 'mlstack[docker]'"
-        ) from err
-    with docker_errors():
-        client = docker.from_env(timeout=600)
-        client.ping()
-    return client
+    """A client for image work (long timeout for builds and pushes)."""
+    from stacks.common.docker_engine import docker_client as engine_client
+
+    return engine_client(timeout=600)
 
 
 # --- the registry ---------------------------------------------------------------------------
@@ -151,7 +124,7 @@ def registry_url(outputs: StackOutputs) -> str:
     return url.split("://", 1)[-1].rstrip("/")
 
 
-def _registry_unreachable(url: str, why: str) -> RegistryUnavailable:
+def _registryunreachable(url: str, why: str) -> RegistryUnavailable:
     return RegistryUnavailable(
         f"container registry at {url} is not reachable ({why})",
         "is the stack up? `mlstack up SPEC_FILE` starts its registry",
@@ -185,7 +158,7 @@ def registry_has_tag(url: str, repository: str, tag: str, timeout: float = 5.0) 
         raise ImageError(f"container registry at {url} answered {err.code}") from None
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
-        raise _registry_unreachable(url, str(reason)) from None
+        raise _registryunreachable(url, str(reason)) from None
 
 
 def follow_push(chunks: Iterable[dict[str, Any]], registry: str, ref: str) -> str | None:
@@ -196,7 +169,7 @@ def follow_push(chunks: Iterable[dict[str, Any]], registry: str, ref: str) -> st
             detail = chunk.get("errorDetail") or {}
             message = " ".join(str(detail.get("message") or chunk.get("error")).split())
             if any(s in message for s in ("connection refused", "dial tcp", "no such host")):
-                raise _registry_unreachable(registry, message[:200])
+                raise _registryunreachable(registry, message[:200])
             raise ImageError(f"pushing {ref} failed: {message[:300]}")
         aux = chunk.get("aux")
         if isinstance(aux, dict) and aux.get("Digest"):

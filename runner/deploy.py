@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runner.errors import RunnerError
-from stacks.local.supervisor import DaemonFailed, free_port, spawn, stop, wait_healthy
+from stacks.common.process import DaemonFailed, free_port, spawn, stop, wait_healthy
 from stacks.outputs import LocalDeployerOutputs, MlflowTrackerOutputs, StackOutputs
 
 if TYPE_CHECKING:

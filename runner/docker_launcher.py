@@ -20,26 +20,8 @@ from typing import Any
 from runner.context import OUTPUTS_ENV
 from runner.errors import RunnerError
 from runner.worker import Finished
+from stacks.common.docker_engine import docker_client
 from stacks.outputs import StackOutputs
-
-
-def docker_client() -> Any:
-    """A docker SDK client from the environment (DOCKER_HOST honoured); one clear error."""
-    import docker
-    from docker.errors import DockerException
-
-    try:
-        client = docker.from_env()
-        client.ping()
-    except DockerException as exc:
-        import os
-
-        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-        raise RunnerError(
-            f"Docker Engine is not reachable at {where}",
-            f"start dockerd or set DOCKER_HOST ({str(exc).splitlines()[0][:120]})",
-        ) from None
-    return client
 
 
 def mounts_for(outputs: StackOutputs, scratch: Path) -> dict[str, dict[str, str]]:

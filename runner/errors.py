@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
+from stacks.common.errors import MlstackError
 
-class RunnerError(Exception):
-    """Base of every error the runner raises on purpose.
 
-    ``str(err)`` is the one line the CLI prints; ``hint`` says what to do about it.
-    """
-
-    exit_code = 1
-
-    def __init__(self, headline: str, hint: str | None = None) -> None:
-        super().__init__(headline)
-        self.headline = headline
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return f"{self.headline} ({self.hint})" if self.hint else self.headline
+class RunnerError(MlstackError):
+    """Base of every error the runner raises on purpose (headline + hint, one line)."""
 
 
 class PipelineDefinitionError(RunnerError):

@@ -22,8 +22,8 @@ from runner.entrypoint import artifact_store_for
 from runner.errors import RunnerError, StepFailed
 from runner.orchestrators import orchestrator_for
 from runner.sdk import CompiledPipeline, Pipeline
+from stacks.common.process import log_tail
 from stacks.common.progress import NullProgress, Progress
-from stacks.local.supervisor import log_tail
 from stacks.outputs import StackOutputs
 
 if TYPE_CHECKING:

@@ -59,16 +59,19 @@ class NoRegistryOutputs(_Out):
 class LocalRegistryOutputs(_Out):
     kind: Literal["local"] = "local"
     url: str = Field(description="host:port of the registry")
+    auth: Literal["none", "basic"] = "none"
 
 
 class EcrRegistryOutputs(_Out):
     kind: Literal["ecr"] = "ecr"
     url: str = Field(description="the repository URL")
+    auth: Literal["ecr"] = Field("ecr", description="a token from ecr:GetAuthorizationToken")
 
 
 class KubernetesRegistryOutputs(_Out):
     kind: Literal["kubernetes"] = "kubernetes"
     url: str
+    auth: Literal["none", "basic"] = "none"
 
 
 RegistryOutputs = Annotated[

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -58,3 +59,49 @@ def gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+def local_outputs_data(stack: str = "demo", **components: Any) -> dict[str, Any]:
+    """Valid StackOutputs data of a small local stack (components replaced by keyword)."""
+    data: dict[str, Any] = {
+        "stack": stack,
+        "stack_id": f"{stack}-0001",
+        "provider": "local",
+        "artifact_store": {"kind": "local", "uri": "file:///tmp/none"},
+        "container_registry": {"kind": "none"},
+        "orchestrator": {"kind": "local"},
+        "secrets": {"kind": "local", "path": "/nonexistent/store.enc", "key_file": "/none/key"},
+        "tracker": {"kind": "mlflow", "uri": "http://127.0.0.1:5050"},
+        "deployer": {"kind": "none"},
+        "metadata": {"url": "http://127.0.0.1:8123"},
+    }
+    return data | components
+
+
+def aws_outputs_data(stack: str = "demo", **components: Any) -> dict[str, Any]:
+    """Valid StackOutputs data of an AWS stack (components replaced by keyword)."""
+    arn = "arn:aws:iam::123456789012:role/r"
+    data: dict[str, Any] = {
+        "stack": stack,
+        "stack_id": f"{stack}-0001",
+        "provider": "aws",
+        "region": "eu-west-1",
+        "artifact_store": {"kind": "s3", "uri": f"s3://mlstack-{stack}/mlstack"},
+        "container_registry": {"kind": "ecr", "url": "123.dkr.ecr.eu-west-1.amazonaws.com/r"},
+        "orchestrator": {
+            "kind": "aws_batch",
+            "job_queue": "q",
+            "job_role_arn": arn,
+            "execution_role_arn": arn,
+            "log_group": "g",
+        },
+        "secrets": {
+            "kind": "aws_secrets_manager",
+            "prefix": f"mlstack/{stack}/",
+            "region": "eu-west-1",
+        },
+        "tracker": {"kind": "mlflow", "uri": "http://lb"},
+        "deployer": {"kind": "none"},
+        "metadata": {"url": "http://lb:8080"},
+    }
+    return data | components

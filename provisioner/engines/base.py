@@ -112,12 +112,10 @@ class Engine(ABC):
             try:
                 changed, unchanged, outputs = self._up(spec, record)
             except BaseException as exc:
-                record.status = "failed"
-                record.log("error", str(exc).splitlines()[0][:300])
-                self.registry.save(record)
-                if isinstance(exc, MlstackError | KeyboardInterrupt):
+                error = self._failed(record, exc, "up failed")
+                if error is exc:
                     raise
-                raise self._translate(exc) from exc
+                raise error from exc
             record.status = "up"
             record.outputs = outputs
             record.log("up", f"up done: changed {changed or 'nothing'}")
@@ -142,12 +140,10 @@ class Engine(ABC):
             try:
                 stopped, kept = self._down(record)
             except BaseException as exc:
-                record.status = "failed"
-                record.log("error", f"down failed: {str(exc).splitlines()[0][:300]}")
-                self.registry.save(record)
-                if isinstance(exc, MlstackError | KeyboardInterrupt):
+                error = self._failed(record, exc, "down failed")
+                if error is exc:
                     raise
-                raise self._translate(exc) from exc
+                raise error from exc
             record.status = "destroyed"
             record.outputs = None
             record.services = {}
@@ -157,6 +153,18 @@ class Engine(ABC):
         return DownResult(
             stack=name, stopped=stopped, kept=kept, seconds=time.monotonic() - started
         )
+
+    def _failed(self, record: StackRecord, exc: BaseException, what: str) -> BaseException:
+        """Record a failed up/down; the error to raise (foreign errors translated once).
+
+        Ctrl-C, SystemExit and mlstack's own errors pass through unchanged.
+        """
+        record.status = "failed"
+        record.log("error", f"{what}: {(str(exc) or type(exc).__name__).splitlines()[0][:300]}")
+        self.registry.save(record)
+        if isinstance(exc, MlstackError) or not isinstance(exc, Exception):
+            return exc
+        return self._translate(exc)
 
     def status(self, record: StackRecord) -> list[ServiceStatus]:
         return self._status(record)

@@ -15,6 +15,16 @@ from pathlib import Path
 from provisioner.engines.base import Engine, PlannedChange, PlanResult, ServiceStatus
 from provisioner.state import ServiceRecord, StackRecord, now
 from stacks.common.errors import ServiceFailed, UsageError
+from stacks.common.process import (
+    DaemonFailed,
+    free_port,
+    http_ok,
+    is_alive,
+    port_in_use,
+    spawn,
+    stop,
+    wait_healthy,
+)
 from stacks.local import (
     artifact_store,
     deployer,
@@ -25,16 +35,6 @@ from stacks.local import (
     tracker,
 )
 from stacks.local.base import LocalContext, ServiceDef
-from stacks.local.supervisor import (
-    DaemonFailed,
-    free_port,
-    http_ok,
-    is_alive,
-    port_in_use,
-    spawn,
-    stop,
-    wait_healthy,
-)
 from stacks.outputs import StackOutputs
 from stacks.spec import LocalStackSpec, StackSpec
 

@@ -15,7 +15,7 @@ from types import TracebackType
 
 from runner.errors import MetadataError
 from runner.metadata import TOKEN_ENV
-from stacks.local.supervisor import (
+from stacks.common.process import (
     Daemon,
     DaemonFailed,
     free_port,

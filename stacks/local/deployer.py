@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from stacks.common.process import stop
 from stacks.local.base import LocalContext, ServiceDef
-from stacks.local.supervisor import stop
 from stacks.outputs import DeployerOutputs, LocalDeployerOutputs, NoDeployerOutputs
 from stacks.spec.local import LocalDeployer
 

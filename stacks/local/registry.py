@@ -77,16 +77,14 @@ def remove_docker_objects(stack: str) -> list[str]:
     Everything mlstack creates in Docker carries the label ``mlstack.stack=<stack>``. Without
     the docker SDK or a reachable engine there is nothing of the stack's to remove there.
     """
+    from stacks.common.docker_engine import DockerUnavailable, docker_client
+
     try:
-        import docker
-        from docker.errors import DockerException
-    except ImportError:
+        client = docker_client()
+    except DockerUnavailable:
         return []
-    try:
-        client = docker.from_env()
-        client.ping()
-    except DockerException:
-        return []
+    from docker.errors import DockerException
+
     removed: list[str] = []
     label = f"mlstack.stack={stack}"
     for container in client.containers.list(all=True, filters={"label": label}):

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from stacks.local.supervisor import port_in_use
+from stacks.common.process import port_in_use
 from tests.conftest import MLSTACK, gone, run_cli
 
 pytestmark = pytest.mark.services
@@ -139,7 +139,7 @@ def test_changed_setting_restarts_only_that_service(home: Path, tmp_path: Path) 
         before = pids_of(status_json("it-change"))
         assert "tracker" not in before
         # Pin the metadata port: only the metadata server restarts, on that port.
-        from stacks.local.supervisor import free_port
+        from stacks.common.process import free_port
 
         port = free_port()
         write_spec(

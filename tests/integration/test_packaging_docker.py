@@ -172,7 +172,12 @@ def outputs(
                 "artifact_store": {"kind": "local", "uri": "file:///tmp/unused"},
                 "container_registry": {"kind": "local", "url": registry_url},
                 "orchestrator": {"kind": "docker", "base_image": base},
-                "secrets": {"kind": "local"}, "tracker": {"kind": "none"},
+                "secrets": {
+                    "kind": "local",
+                    "path": "/nonexistent/store.enc",
+                    "key_file": "/nonexistent/key",
+                },
+                "tracker": {"kind": "none"},
                 "deployer": {"kind": "none"},
                 "metadata": {"url": metadata.url, "token": TOKEN},
             }

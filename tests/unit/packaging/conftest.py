@@ -32,7 +32,11 @@ def _outputs(
             "artifact_store": {"kind": "local", "uri": "file:///tmp/none"},
             "container_registry": {"kind": "local", "url": registry},
             "orchestrator": {"kind": "docker", "base_image": base_image},
-            "secrets": {"kind": "local"},
+            "secrets": {
+                "kind": "local",
+                "path": "/nonexistent/store.enc",
+                "key_file": "/nonexistent/key",
+            },
             "tracker": {"kind": "none"},
             "deployer": {"kind": "none"},
             "metadata": {"url": metadata_url, "token": token},

@@ -152,7 +152,7 @@ def test_no_engine_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_stack_without_registry(make_outputs: Callable[..., StackOutputs]) -> None:
     data = make_outputs().model_dump()
-    data["container_registry"] = {"kind": "none", "url": None}
+    data["container_registry"] = {"kind": "none"}
     with pytest.raises(ImageError, match="has no container registry"):
         registry_url(StackOutputs.model_validate(data))
     assert registry_url(make_outputs(registry="http://127.0.0.1:5000/")) == "127.0.0.1:5000"

@@ -106,7 +106,10 @@ def test_mlstack_images_command(server: ServerProcess, monkeypatch: pytest.Monke
             "stack": "cli-images", "stack_id": "s", "provider": "local",
             "artifact_store": {"kind": "local", "uri": "file:///tmp/x"},
             "container_registry": {"kind": "local", "url": "127.0.0.1:5000"},
-            "orchestrator": {"kind": "docker"}, "secrets": {"kind": "local"},
+            "orchestrator": {"kind": "docker"},
+            "secrets": {
+                "kind": "local", "path": "/nonexistent/store.enc", "key_file": "/nonexistent/key"
+            },
             "tracker": {"kind": "none"}, "deployer": {"kind": "none"},
             "metadata": {"url": server.url, "token": TOKEN},
         }

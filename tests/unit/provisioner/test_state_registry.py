@@ -16,6 +16,7 @@ import pytest
 
 from provisioner.state import Event, ServiceRecord, StackRecord, StateRegistry
 from stacks.common.errors import StackLocked, StateError
+from tests.conftest import local_outputs_data
 
 MLSTACK = str(Path(sys.executable).parent / "mlstack")
 
@@ -49,7 +50,7 @@ def test_save_get_list_round_trip(registry: StateRegistry) -> None:
     full = make_record(
         "demo",
         spec_path="/work/stack.yaml",
-        outputs={"tracker": {"url": "http://127.0.0.1:5050"}},
+        outputs=local_outputs_data("demo"),
         services={
             "mlflow": ServiceRecord(
                 name="mlflow",

@@ -25,6 +25,7 @@ from provisioner.engines.pulumi_events import EventRecorder, clean_diagnostic, t
 from provisioner.state import StackRecord, StateRegistry
 from stacks.common.errors import EngineError
 from stacks.spec import StackSpec
+from tests.conftest import aws_outputs_data
 
 # pulumi_aws warns about its own deprecated resource classes at import time.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pulumi_aws")
@@ -249,7 +250,7 @@ def test_foreign_errors_become_engine_errors() -> None:
 
 
 def test_outputs_that_break_the_contract_are_an_engine_error() -> None:
-    with pytest.raises(EngineError, match="StackOutputs v1 contract at artifact_store"):
+    with pytest.raises(EngineError, match="StackOutputs v2 contract at artifact_store"):
         stack_outputs({"stack": "x", "stack_id": "x-1", "provider": "aws"})
 
 
@@ -277,14 +278,11 @@ def test_status_reports_components_from_recorded_outputs(tmp_path: Path) -> None
         stack_id="s-1",
         provider="aws",
         status="up",
-        spec={},
+        spec={"name": "s", "provider": "aws", "region": "eu-west-1"},
         spec_hash="x",
-        outputs={
-            "tracker": {"kind": "mlflow", "uri": "http://lb"},
-            "deployer": {"kind": "none"},
-            "metadata": {"url": "http://lb:8080"},
-        },
+        outputs=aws_outputs_data("s"),
     )
     found = {s.name: s for s in AwsEngine(StateRegistry(tmp_path)).status(record)}
-    assert set(found) == {"tracker", "metadata"}
+    assert "deployer" not in found  # kind none: nothing to show
+    assert {"tracker", "metadata", "orchestrator", "artifact_store"} <= set(found)
     assert found["tracker"].url == "http://lb" and found["tracker"].state == "ready"

@@ -181,7 +181,7 @@ def _cloud_record(home: Path) -> None:
             stack_id="cloudy-a1b2c3",
             provider="aws",
             status="up",
-            spec={},
+            spec={"name": "cloudy", "provider": "aws", "region": "eu-west-1"},
             spec_hash="x",
         )
     )
@@ -209,7 +209,12 @@ def test_up_without_the_cli_fails_before_touching_state(home: Path) -> None:
 def test_refresh_of_a_local_stack_is_a_usage_error(home: Path) -> None:
     StateRegistry(home).save(
         StackRecord(
-            name="here", stack_id="here-a1", provider="local", status="up", spec={}, spec_hash="x"
+            name="here",
+            stack_id="here-a1",
+            provider="local",
+            status="up",
+            spec={"name": "here"},
+            spec_hash="x",
         )
     )
     proc = run_cli("refresh", "here")

@@ -1,4 +1,4 @@
-"""Supervised local daemons: start in their own process group, check, stop.
+"""Supervised local daemons: start in their own process group, check, stop (shared).
 
 Used by the local engine for the stack's services and by the runner for model endpoints.
 
@@ -22,14 +22,11 @@ from pathlib import Path
 
 import psutil
 
+from stacks.common.errors import MlstackError
 
-class DaemonFailed(Exception):
+
+class DaemonFailed(MlstackError):
     """A daemon exited during start-up or never became healthy; ``headline`` has its log tail."""
-
-    def __init__(self, headline: str, hint: str | None = None) -> None:
-        super().__init__(headline)
-        self.headline = headline
-        self.hint = hint
 
 
 @dataclass(frozen=True)
