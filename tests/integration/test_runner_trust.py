@@ -245,7 +245,7 @@ def test_python_api_runs_returns_typed_result_and_loads_outputs(
     assert "STATUS completed" in out
     assert "STEPS ['named', 'pair_up', 'total', 'work', 'work_2', 'work_3', 'work_4']" in out
     assert "OUTPUT {'sum': 14, 'type': 'list'}" in out
-    assert "LOADED {'first': 0, 'last': 9, 'label': 'squares'}" in out
+    assert "LOADED {'first': 0, 'label': 'squares', 'last': 9}" in out, out
     assert "CACHED cached" in out
     assert "NOSTACK stack 'no-such-stack' is not up" in out
 
