@@ -209,10 +209,17 @@ class MlflowTracker(TrackerClient):
     def copy_step_metrics(
         self, source_tracker_run: str, tracker_run_id: str, step: str, source_run: str
     ) -> None:
-        source = self.get_run(source_tracker_run)["data"]
+        # One read per source run (a cached rerun's steps mostly share one), one write per
+        # step that logged metrics: steps without metrics cost no tracker call.
+        memo: dict[str, dict[str, Any]] = self.__dict__.setdefault("_sources", {})
+        if source_tracker_run not in memo:
+            memo[source_tracker_run] = self.get_run(source_tracker_run)["data"]
+        source = memo[source_tracker_run]
         tags = {t["key"]: t["value"] for t in source.get("tags", [])}
         keys = {k for k in tags.get(f"mlstack.step.{step}.metrics", "").split(",") if k}
         metrics = {m["key"]: m["value"] for m in source.get("metrics", []) if m["key"] in keys}
+        if not metrics:
+            return
         now = int(time.time() * 1000)
         body: dict[str, Any] = {
             "run_id": tracker_run_id,
@@ -225,10 +232,9 @@ class MlflowTracker(TrackerClient):
                 {"key": f"mlstack.step.{step}.cached_from", "value": source_run},
             ],
         }
-        if metrics:
-            body["tags"].append(
-                {"key": f"mlstack.step.{step}.metrics", "value": ",".join(sorted(metrics))}
-            )
+        body["tags"].append(
+            {"key": f"mlstack.step.{step}.metrics", "value": ",".join(sorted(metrics))}
+        )
         self._call("POST", "runs/log-batch", body)
 
     def get_run(self, tracker_run_id: str) -> dict[str, Any]:
