@@ -118,23 +118,22 @@ def status(name: str | None, as_json: bool, show_all: bool) -> None:
         services = api.status(rec, registry)
         rows.append((rec, services))
     if as_json:
-        print_json(
-            [
-                {
-                    "name": rec.name,
-                    "stack_id": rec.stack_id,
-                    "provider": rec.provider,
-                    "status": rec.status,
-                    "created_at": rec.created_at,
-                    "updated_at": rec.updated_at,
-                    "expires_at": rec.expires_at,
-                    "ttl": rec.ttl,
-                    "services": [s.model_dump(mode="json") for s in services],
-                    "events": [e.model_dump(mode="json") for e in rec.events[-10:]],
-                }
-                for rec, services in rows
-            ]
-        )
+        shown = [
+            {
+                "name": rec.name,
+                "stack_id": rec.stack_id,
+                "provider": rec.provider,
+                "status": rec.status,
+                "created_at": rec.created_at,
+                "updated_at": rec.updated_at,
+                "expires_at": rec.expires_at,
+                "ttl": rec.ttl,
+                "services": [s.model_dump(mode="json") for s in services],
+                "events": [e.model_dump(mode="json") for e in rec.events[-10:]],
+            }
+            for rec, services in rows
+        ]
+        print_json(shown[0] if name else shown)  # one stack named: an object
         return
     if not rows:
         click.echo("no stacks; create one with `mlstack up SPEC_FILE`")

@@ -61,19 +61,29 @@ def metadata_client(outputs: StackOutputs) -> MetadataClient:
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Pipeline parameter.")
 @click.option("--no-cache", is_flag=True, help="Run every step even if a cached result exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's result as JSON.")
+@click.option("--fail-fast", is_flag=True, default=None, help="Stop running steps when one fails.")
 def run(
-    pipeline_ref: str, stack: str | None, params: tuple[str, ...], no_cache: bool, as_json: bool
+    pipeline_ref: str,
+    stack: str | None,
+    params: tuple[str, ...],
+    no_cache: bool,
+    as_json: bool,
+    fail_fast: bool | None,
 ) -> None:
-    """Run a pipeline on a stack, with live progress per step."""
-    from provisioner.render import LiveProgress, print_json
-    from runner.loader import load_pipeline, parse_params
-    from runner.run import run as run_pipeline
+    """Run a pipeline on a stack, with live progress per step.
 
-    outputs = stack_outputs(stack)
+    Exit codes: 0 completed, 1 a step failed, 2 bad input, 130 cancelled.
+    """
+    from provisioner.render import LiveProgress, print_json
+    from runner.driver import run as run_pipeline
+    from runner.loader import load_pipeline, parse_params
+
     pipeline = load_pipeline(pipeline_ref)
+    typed = pipeline.compile(parse_params(params)).params  # bad parameters: exit 2, nothing ran
+    outputs = stack_outputs(stack)
     with LiveProgress(f"mlstack run {pipeline.name} on {outputs.stack}") as progress:
-        result = run_pipeline(pipeline, outputs, params=parse_params(params), no_cache=no_cache,
-                              progress=progress)  # fmt: skip
+        result = run_pipeline(pipeline, outputs, params=typed, no_cache=no_cache,
+                              progress=progress, fail_fast=fail_fast or None)  # fmt: skip
     cached = sum(1 for s in result.steps.values() if s.cached)
     if as_json:
         print_json(_result_json(result))
@@ -104,10 +114,15 @@ def _result_json(result: Any) -> dict[str, Any]:
     }
 
 
-def _duration(start: Any, end: Any) -> str:
+def _seconds(start: Any, end: Any) -> float | None:
     if start is None or end is None:
-        return "-"
-    return f"{(end - start).total_seconds():.2f}s"
+        return None
+    return round((end - start).total_seconds(), 3)
+
+
+def _duration(start: Any, end: Any) -> str:
+    seconds = _seconds(start, end)
+    return "-" if seconds is None else f"{seconds:.2f}s"
 
 
 @click.command()
@@ -131,8 +146,10 @@ def runs(stack: str | None, limit: int, as_json: bool) -> None:
                 "run_id": d.id,
                 "pipeline": d.pipeline,
                 "status": d.status.value,
-                "created_at": d.created_at.isoformat(),
-                "duration": _duration(d.started_at, d.ended_at),
+                "created_at": d.created_at,
+                "started_at": d.started_at,
+                "ended_at": d.ended_at,
+                "duration_seconds": _seconds(d.started_at, d.ended_at),
                 "steps": len(d.steps),
                 "cached": cached,
                 "error": d.error,
@@ -152,9 +169,11 @@ def runs(stack: str | None, limit: int, as_json: bool) -> None:
     for col in ("run", "pipeline", "status", "started", "duration", "steps", "cached"):
         table.add_column(col)
     for r in rows:
+        duration = "-" if r["duration_seconds"] is None else f"{r['duration_seconds']:.2f}s"
         table.add_row(
-            r["run_id"][:12], r["pipeline"], styled(r["status"]), r["created_at"][:19],
-            r["duration"], str(r["steps"]), str(r["cached"]),
+            r["run_id"][:12], r["pipeline"], styled(r["status"]),
+            r["created_at"].strftime("%Y-%m-%d %H:%M:%S"), duration, str(r["steps"]),
+            str(r["cached"]),
         )  # fmt: skip
     console().print(table)
 
@@ -182,9 +201,12 @@ def run_show(run_id: str, stack: str | None, as_json: bool) -> None:
         client.reap_runs(outputs.stack)
         detail = _find_run(client, outputs.stack, run_id)
         edges = client.lineage(detail.id)
+        reasons = cache_reasons(client, detail)
     if as_json:
         data = detail.model_dump(mode="json")
         data["lineage"] = [e.model_dump(mode="json") for e in edges]
+        for step in data["steps"]:
+            step["cache_reason"] = reasons.get(step["name"], "")
         print_json(data)
         return
     from rich.table import Table
@@ -199,7 +221,7 @@ def run_show(run_id: str, stack: str | None, as_json: bool) -> None:
     if detail.error:
         out.print(f"error: {detail.error}")
     table = Table(box=None, pad_edge=False)
-    for col in ("step", "status", "duration", "inputs", "outputs"):
+    for col in ("step", "status", "duration", "inputs", "outputs", "cache"):
         table.add_column(col)
     for s in detail.steps:
         ins = [f"{e.name}" for e in edges if e.step_id == s.id and e.direction.value == "input"]
@@ -209,8 +231,33 @@ def run_show(run_id: str, stack: str | None, as_json: bool) -> None:
             if e.step_id == s.id and e.direction.value == "output"
         ]
         table.add_row(s.name, styled(s.status.value), _duration(s.started_at, s.ended_at),
-                      ", ".join(ins), ", ".join(outs))  # fmt: skip
+                      ", ".join(ins), ", ".join(outs), reasons.get(s.name, ""))  # fmt: skip
     out.print(table)
+
+
+def cache_reasons(client: MetadataClient, detail: Any) -> dict[str, str]:
+    """Step name -> why it was or was not a cache hit, against the pipeline's previous run."""
+    from runner.cache import explain
+
+    earlier = [
+        r for r in client.list_runs(stack=detail.stack, pipeline=detail.pipeline, limit=50)
+        if r.created_at < detail.created_at
+    ]  # fmt: skip
+    previous = {s.name: s for s in client.get_run(earlier[0].id).steps} if earlier else {}
+    reasons: dict[str, str] = {}
+    for s in detail.steps:
+        info = s.spec.get("cache") or {}
+        source = info.get("source_run")
+        if s.status.value == "cached":
+            reasons[s.name] = f"hit: same key as run {str(source)[:12]}"
+        elif s.status.value == "skipped":
+            reasons[s.name] = "skipped: an upstream step failed"
+        elif info.get("mode", "on") != "on":
+            reasons[s.name] = f"miss: cache {info['mode']}"
+        else:
+            before = previous.get(s.name)
+            reasons[s.name] = "miss: " + explain(info, before.spec.get("cache") if before else None)
+    return reasons
 
 
 @click.command()

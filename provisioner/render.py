@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -44,8 +45,31 @@ def styled(word: str) -> str:
     return f"[{style}]{word}[/]" if style else word
 
 
+def iso_utc(when: datetime) -> str:
+    """The one timestamp format of every JSON output: ISO 8601 in UTC, ``Z`` suffix."""
+    if when.tzinfo is None:  # the metadata server stores UTC without a zone
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+_ISO = re.compile(r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)?$")
+
+
+def _normalize(data: Any) -> Any:
+    if isinstance(data, datetime):
+        return iso_utc(data)
+    if isinstance(data, str) and _ISO.match(data):
+        return iso_utc(datetime.fromisoformat(data.replace("Z", "+00:00")))
+    if isinstance(data, dict):
+        return {k: _normalize(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_normalize(v) for v in data]
+    return data
+
+
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    """``data`` as JSON on stdout; every timestamp in it becomes ISO 8601 UTC."""
+    sys.stdout.write(json.dumps(_normalize(data), indent=2, sort_keys=True, default=str) + "\n")
 
 
 def age(when: datetime | None) -> str:

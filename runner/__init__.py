@@ -12,9 +12,11 @@ from runner.sdk import Pipeline, Step, pipeline, step
 
 __all__ = [
     "Pipeline",
+    "RunResult",
     "Step",
     "deploy_model",
     "get_secret",
+    "load",
     "log_metrics",
     "log_params",
     "pipeline",
@@ -29,7 +31,9 @@ _LAZY = {
     "log_metrics": "runner.context",
     "register_model": "runner.context",
     "deploy_model": "runner.context",
-    "run": "runner.run",
+    "run": "runner.api",
+    "load": "runner.api",
+    "RunResult": "runner.api",
 }
 
 

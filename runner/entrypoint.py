@@ -74,9 +74,17 @@ def execute_step(
             import_source(source)
         step = find_step(source.module, spec["function"])
         kwargs = dict(spec["params"])
+        loaded: dict[str, Any] = {}
         for arg, art in spec["inputs"].items():
-            kwargs[arg] = store.load(art["uri"], art["materializer"], art["type_name"])
+            loaded[arg] = store.load(art["uri"], art["materializer"], art["type_name"])
             client.add_input(step_id, art["id"], arg)
+        collections = spec.get("collections") or {}
+        if collections:
+            from runner.sdk import rebuild_collection
+
+            for arg, shape in collections.items():
+                kwargs[arg] = rebuild_collection(shape, loaded)
+        kwargs.update({a: v for a, v in loaded.items() if a in step.signature.parameters})
         _CURRENT.append(ctx)
         try:
             value = step.func(**kwargs)
@@ -126,10 +134,17 @@ def _split_outputs(names: tuple[str, ...], value: Any, step: str) -> dict[str, A
         return {names[0]: value}
     if not isinstance(value, tuple | list) or len(value) != len(names):
         raise RunnerError(
-            f"step {step!r} declares {len(names)} outputs but returned {type(value).__name__}",
+            f"step {step!r} declares {len(names)} outputs ({', '.join(names)}) but returned"
+            f" {_describe_value(value)}",
             "return a tuple with one value per declared output",
         )
     return dict(zip(names, value, strict=True))
+
+
+def _describe_value(value: Any) -> str:
+    if isinstance(value, tuple | list):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"one {type(value).__name__}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,6 +38,12 @@ def load_pipeline(ref: str) -> Pipeline:
         module = importlib.import_module(module_name)
     except PipelineDefinitionError:
         raise
+    except SyntaxError as exc:
+        where = f"{exc.filename or target}:{exc.lineno}" if exc.lineno else str(target)
+        raise PipelineDefinitionError(
+            f"{where}: syntax error: {exc.msg}",
+            "fix the file; mlstack imports it on the host before running anything",
+        ) from None
     except ImportError as exc:
         raise PipelineDefinitionError(
             f"{target}: cannot import {module_name!r}: {exc}",
@@ -58,16 +64,17 @@ def load_pipeline(ref: str) -> Pipeline:
 
 
 def parse_params(pairs: tuple[str, ...] | list[str]) -> dict[str, object]:
-    """``["alpha=0.1", "name=x"]`` -> ``{"alpha": 0.1, "name": "x"}`` (values parsed as JSON)."""
-    import json
+    """``["alpha=0.1", "name=x"]`` -> raw text per key, typed later against the signature.
+
+    :func:`runner.params.coerce_params` (run by ``Pipeline.compile``) turns each value into
+    the parameter's annotated type.
+    """
+    from runner.params import RawParam
 
     params: dict[str, object] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise PipelineDefinitionError(f"--param {pair!r} is not KEY=VALUE")
-        try:
-            params[key] = json.loads(raw)
-        except ValueError:
-            params[key] = raw
+        params[key] = RawParam(raw)
     return params

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 from runner.base_image import (
     BaseImageError,
-    DockerUnavailable,
     ImageError,
     NullProgress,
     Progress,
@@ -46,6 +45,7 @@ from runner.requirements import (
     discover_requirements,
     resolve_wheels,
 )
+from stacks.common.docker_engine import DockerUnavailable
 from stacks.outputs import StackOutputs
 
 if TYPE_CHECKING:

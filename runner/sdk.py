@@ -47,6 +47,9 @@ class Invocation:
     params: dict[str, Any]
     inputs: dict[str, OutputRef]
     after: list[str] = field(default_factory=list)
+    # Fan-in: argument -> {"type": "list"|"tuple"|"dict", "items": [[key, input-or-value]]};
+    # each output in the container is its own input edge, named like "values[0]".
+    collections: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class _Builder:
@@ -66,14 +69,12 @@ class _Builder:
         bound.apply_defaults()
         params: dict[str, Any] = {}
         inputs: dict[str, OutputRef] = {}
+        collections: dict[str, dict[str, Any]] = {}
         for arg, value in bound.arguments.items():
             if isinstance(value, OutputRef):
                 inputs[arg] = value
-            elif isinstance(value, tuple) and value and isinstance(value[0], OutputRef):
-                raise PipelineDefinitionError(
-                    f"step {name!r}: argument {arg!r} got several outputs at once",
-                    "unpack them first: a, b = my_step()",
-                )
+            elif _holds_refs(value):
+                collections[arg] = _collect(name, arg, value, inputs)
             else:
                 try:
                     json.dumps(value)
@@ -84,9 +85,66 @@ class _Builder:
                         "parameters must be JSON values; pass data between steps as outputs",
                     ) from None
                 params[arg] = value
-        inv = Invocation(name=name, step=step, params=params, inputs=inputs, after=after)
+        inv = Invocation(
+            name=name, step=step, params=params, inputs=inputs, after=after,
+            collections=collections,
+        )  # fmt: skip
         self.invocations[name] = inv
         return inv
+
+
+def _holds_refs(value: Any) -> bool:
+    items = value.values() if isinstance(value, dict) else value
+    return isinstance(value, list | tuple | dict) and any(isinstance(v, OutputRef) for v in items)
+
+
+def _collect(name: str, arg: str, value: Any, inputs: dict[str, OutputRef]) -> dict[str, Any]:
+    """Record a list/tuple/dict holding outputs as one input edge per output (fan-in)."""
+    pairs = list(value.items()) if isinstance(value, dict) else list(enumerate(value))
+    items: list[list[Any]] = []
+    for key, item in pairs:
+        if isinstance(value, dict) and not isinstance(key, str):
+            raise PipelineDefinitionError(
+                f"step {name!r}: argument {arg!r} is a dict with a {type(key).__name__} key",
+                "a dict of step outputs needs string keys",
+            )
+        if isinstance(item, OutputRef):
+            edge = f"{arg}[{key}]"
+            inputs[edge] = item
+            items.append([key, {"input": edge}])
+        elif _holds_refs(item) or (
+            isinstance(item, tuple) and any(isinstance(i, OutputRef) for i in item)
+        ):
+            raise PipelineDefinitionError(
+                f"step {name!r}: argument {arg!r} nests outputs more than one level deep",
+                "pass a flat list, tuple or dict of outputs",
+            )
+        else:
+            try:
+                json.dumps(item)
+            except (TypeError, ValueError):
+                raise PipelineDefinitionError(
+                    f"step {name!r}: argument {arg!r}[{key!r}] ({type(item).__name__}) is"
+                    " neither a step output nor a JSON value"
+                ) from None
+            items.append([key, {"value": item}])
+    kind = "dict" if isinstance(value, dict) else "tuple" if isinstance(value, tuple) else "list"
+    return {"type": kind, "items": items}
+
+
+def rebuild_collection(spec: dict[str, Any], loaded: dict[str, Any]) -> Any:
+    """The container a fan-in argument was written as, from its loaded input edges."""
+    values = [
+        (key, loaded[ref["input"]] if "input" in ref else ref["value"])
+        for key, ref in spec["items"]
+    ]
+    if spec["type"] == "dict":
+        return dict(values)
+    items = [v for _, v in values]
+    return tuple(items) if spec["type"] == "tuple" else items
+
+
+_STEP_OPTIONS = ("outputs", "cache", "cache_deps", "name")
 
 
 class Step:
@@ -173,6 +231,13 @@ def step(
 ) -> Callable[[Callable[..., Any]], Step]: ...
 def step(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Declare a step: ``@step`` or ``@step(outputs=("a", "b"), cache=False)``."""
+    unknown = sorted(set(options) - set(_STEP_OPTIONS))
+    if unknown:
+        where = f" on {func.__name__!r}" if func is not None else ""
+        raise PipelineDefinitionError(
+            f"@step got an unknown option {unknown[0]!r}{where}",
+            f"options: {', '.join(_STEP_OPTIONS)}",
+        )
     if func is not None:
         return Step(func, **options)
     return lambda f: Step(f, **options)
@@ -222,10 +287,12 @@ class Pipeline:
         func: Callable[..., Any],
         name: str | None = None,
         requirements: list[str] | tuple[str, ...] | None = None,
+        fail_fast: bool = False,
     ) -> None:
         functools.update_wrapper(self, func)
         self.func = func
         self.name = name or func.__name__
+        self.fail_fast = bool(fail_fast)
         self.signature = inspect.signature(func)
         if isinstance(requirements, str):
             raise PipelineDefinitionError(
@@ -260,6 +327,9 @@ class Pipeline:
             bound = self.signature.bind(**params)
         except TypeError as exc:
             raise PipelineDefinitionError(f"pipeline {self.name!r}: {exc}") from None
+        from runner.params import coerce_params
+
+        bound.arguments.update(coerce_params(self, dict(bound.arguments)))
         bound.apply_defaults()
         for key, value in bound.arguments.items():
             try:
@@ -276,6 +346,10 @@ class Pipeline:
             _ACTIVE.pop()
         if not builder.invocations:
             raise PipelineDefinitionError(f"pipeline {self.name!r} calls no step")
+        from runner.cache import check_dependencies
+
+        for inv in builder.invocations.values():
+            check_dependencies(inv.step)
         order = topological_order(
             {n: {r.step for r in i.inputs.values()} | set(i.after)
              for n, i in builder.invocations.items()}
@@ -323,13 +397,17 @@ def source_of(func: Callable[..., Any]) -> PipelineSource:
 def pipeline(func: Callable[..., Any], /) -> Pipeline: ...
 @overload
 def pipeline(
-    *, name: str | None = None, requirements: list[str] | tuple[str, ...] | None = None
+    *,
+    name: str | None = None,
+    requirements: list[str] | tuple[str, ...] | None = None,
+    fail_fast: bool = False,
 ) -> Callable[[Callable[..., Any]], Pipeline]: ...
 def pipeline(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Declare a pipeline: ``@pipeline`` or ``@pipeline(requirements=["pandas>=2"])``.
 
     ``requirements`` are what its image installs; without them packaging reads the
-    requirements.txt or pyproject.toml next to the pipeline's code.
+    requirements.txt or pyproject.toml next to the pipeline's code. ``fail_fast`` stops
+    running sibling steps as soon as one fails.
     """
     if func is not None:
         return Pipeline(func, **options)

@@ -68,6 +68,12 @@ class TrackerClient:
     ) -> None:
         return None
 
+    def copy_step_metrics(
+        self, source_tracker_run: str, tracker_run_id: str, step: str, source_run: str
+    ) -> None:
+        """A cached step: copy what ``step`` logged in the source run, tagged with its run."""
+        return None
+
     def register_sklearn_model(self, model: Any, name: str, ctx: StepContext) -> ModelVersion:
         raise TrackerError(
             "this stack has no experiment tracker, so models cannot be registered",
@@ -188,6 +194,47 @@ class MlflowTracker(TrackerClient):
             ],
             "tags": [{"key": f"mlstack.step.{step}", "value": "logged"}] if step else [],
         }
+        if step and metrics:
+            # Which metric keys this step logged, so a cached rerun can copy exactly those.
+            known = self._step_metric_keys(tracker_run_id, step)
+            keys = ",".join(sorted(known | set(metrics)))
+            body["tags"].append({"key": f"mlstack.step.{step}.metrics", "value": keys[:5000]})
+        self._call("POST", "runs/log-batch", body)
+
+    def _step_metric_keys(self, tracker_run_id: str, step: str) -> set[str]:
+        tags = {t["key"]: t["value"] for t in self.get_run(tracker_run_id)["data"].get("tags", [])}
+        value = tags.get(f"mlstack.step.{step}.metrics", "")
+        return {k for k in value.split(",") if k}
+
+    def copy_step_metrics(
+        self, source_tracker_run: str, tracker_run_id: str, step: str, source_run: str
+    ) -> None:
+        # One read per source run (a cached rerun's steps mostly share one), one write per
+        # step that logged metrics: steps without metrics cost no tracker call.
+        memo: dict[str, dict[str, Any]] = self.__dict__.setdefault("_sources", {})
+        if source_tracker_run not in memo:
+            memo[source_tracker_run] = self.get_run(source_tracker_run)["data"]
+        source = memo[source_tracker_run]
+        tags = {t["key"]: t["value"] for t in source.get("tags", [])}
+        keys = {k for k in tags.get(f"mlstack.step.{step}.metrics", "").split(",") if k}
+        metrics = {m["key"]: m["value"] for m in source.get("metrics", []) if m["key"] in keys}
+        if not metrics:
+            return
+        now = int(time.time() * 1000)
+        body: dict[str, Any] = {
+            "run_id": tracker_run_id,
+            "metrics": [
+                {"key": k, "value": float(v), "timestamp": now, "step": 0}
+                for k, v in metrics.items()
+            ],
+            "tags": [
+                {"key": f"mlstack.step.{step}", "value": "cached"},
+                {"key": f"mlstack.step.{step}.cached_from", "value": source_run},
+            ],
+        }
+        body["tags"].append(
+            {"key": f"mlstack.step.{step}.metrics", "value": ",".join(sorted(metrics))}
+        )
         self._call("POST", "runs/log-batch", body)
 
     def get_run(self, tracker_run_id: str) -> dict[str, Any]:

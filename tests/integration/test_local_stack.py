@@ -28,7 +28,8 @@ def write_spec(path: Path, text: str) -> Path:
 
 def status_json(name: str) -> dict:
     proc = run_cli("status", name, "--json", check=True)
-    [entry] = json.loads(proc.stdout)
+    entry = json.loads(proc.stdout)
+    assert isinstance(entry, dict), "status NAME --json is one object"
     return entry
 
 

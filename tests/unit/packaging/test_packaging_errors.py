@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from runner.base_image import (
-    DockerUnavailable,
     ImageError,
     RegistryUnavailable,
     docker_client,
@@ -21,6 +20,7 @@ from runner.base_image import (
     registry_url,
 )
 from runner.packaging import BuildFailed, follow_build, resolve_wheels
+from stacks.common.docker_engine import DockerUnavailable
 from stacks.outputs import StackOutputs
 
 

@@ -99,10 +99,11 @@ def test_unpacking_a_single_output_and_passing_a_tuple_are_errors() -> None:
 
     @pipeline
     def whole() -> None:
-        consume(pair())
+        consume(pair())  # a tuple of outputs is a fan-in: two input edges
 
-    with pytest.raises(PipelineDefinitionError, match="several outputs"):
-        whole.compile()
+    inv = whole.compile().invocations["consume"]
+    assert set(inv.inputs) == {"values[0]", "values[1]"}
+    assert inv.collections["values"]["type"] == "tuple"
 
 
 def test_empty_pipeline_and_calling_a_pipeline() -> None:
@@ -122,10 +123,11 @@ def test_cache_key_covers_code_params_inputs_and_deps(tmp_path: Path) -> None:
         consume(make(), scale=scale)
 
     inv = p.compile().invocations["consume"]
-    base = cache_key(inv, {"values": "h1"})
-    assert base == cache_key(inv, {"values": "h1"})
-    assert base != cache_key(inv, {"values": "h2"})
-    assert base != cache_key(p.compile({"scale": 2.0}).invocations["consume"], {"values": "h1"})
+    base = cache_key(inv, {"values": "h1"}).key
+    assert base == cache_key(inv, {"values": "h1"}).key
+    assert base != cache_key(inv, {"values": "h2"}).key
+    scaled = p.compile({"scale": 2.0}).invocations["consume"]
+    assert base != cache_key(scaled, {"values": "h1"}).key
     dep = tmp_path / "data.csv"
     dep.write_text("a")
 
@@ -138,9 +140,9 @@ def test_cache_key_covers_code_params_inputs_and_deps(tmp_path: Path) -> None:
         with_deps(make())
 
     inv2 = q.compile().invocations["with_deps"]
-    first = cache_key(inv2, {"values": "h"})
+    first = cache_key(inv2, {"values": "h"}).key
     dep.write_text("b")
-    assert cache_key(inv2, {"values": "h"}) != first
+    assert cache_key(inv2, {"values": "h"}).key != first
 
 
 def test_load_pipeline_errors_are_clear(tmp_path: Path) -> None:
@@ -160,8 +162,15 @@ def test_load_pipeline_errors_are_clear(tmp_path: Path) -> None:
         load_pipeline(f"{broken}:p")
 
 
-def test_parse_params() -> None:
-    assert parse_params(["alpha=0.1", "name=x", "flag=true", "items=[1,2]"]) == {
+def test_parse_params_keeps_the_text_and_unannotated_ones_become_json() -> None:
+    raw = parse_params(["alpha=0.1", "name=x", "flag=true", "items=[1,2]"])
+    assert raw == {"alpha": "0.1", "name": "x", "flag": "true", "items": "[1,2]"}
+
+    @pipeline
+    def loose(alpha=0, name=None, flag=None, items=None):  # type: ignore[no-untyped-def]
+        make()
+
+    assert loose.compile(raw).params == {
         "alpha": 0.1,
         "name": "x",
         "flag": True,
@@ -169,3 +178,54 @@ def test_parse_params() -> None:
     }
     with pytest.raises(PipelineDefinitionError, match="KEY=VALUE"):
         parse_params(["novalue"])
+
+
+def test_fan_in_list_and_dict_of_outputs_are_input_edges() -> None:
+    @pipeline
+    def fan_in(n: int = 3) -> None:
+        parts = [make(i) for i in range(n)]
+        consume(parts)
+        consume({"first": parts[0], "last": parts[-1], "const": 5})
+
+    compiled = fan_in.compile()
+    listed = compiled.invocations["consume"]
+    assert set(listed.inputs) == {"values[0]", "values[1]", "values[2]"}
+    assert compiled.upstream("consume") == {"make", "make_2", "make_3"}
+    assert listed.collections["values"]["type"] == "list"
+    keyed = compiled.invocations["consume_2"]
+    assert set(keyed.inputs) == {"values[first]", "values[last]"}
+    from runner.sdk import rebuild_collection
+
+    shape = keyed.collections["values"]
+    loaded = {"values[first]": [0], "values[last]": [0, 1, 2]}
+    assert rebuild_collection(shape, loaded) == {"first": [0], "last": [0, 1, 2], "const": 5}
+
+
+def test_unknown_step_option_is_a_definition_error() -> None:
+    with pytest.raises(PipelineDefinitionError, match="unknown option 'timeout'") as info:
+
+        @step(timeout=5)
+        def slow() -> int:
+            return 1
+
+    assert "options: outputs, cache, cache_deps, name" in str(info.value)
+
+
+def test_syntax_error_in_the_pipeline_file_names_it(tmp_path: Path) -> None:
+    broken = tmp_path / "syntax_broken_mod.py"
+    broken.write_text("from runner import pipeline\n\ndef oops(:\n    pass\n")
+    with pytest.raises(
+        PipelineDefinitionError, match=r"syntax_broken_mod\.py:3: syntax error"
+    ) as e:
+        load_pipeline(f"{broken}:p")
+    assert e.value.exit_code == 2
+
+
+def test_wrong_number_of_outputs_gives_the_counts() -> None:
+    from runner.entrypoint import _split_outputs
+    from runner.errors import RunnerError
+
+    with pytest.raises(RunnerError, match=r"declares 2 outputs \(a, b\) but returned a tuple of 3"):
+        _split_outputs(("a", "b"), (1, 2, 3), "pair")
+    with pytest.raises(RunnerError, match="but returned one int"):
+        _split_outputs(("a", "b"), 1, "pair")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from runner.cache import cache_key
 from runner.entrypoint import artifact_store_for
 from runner.errors import RunnerError, StepFailed
+from runner.fingerprint import Fingerprinter
 from runner.orchestrators import orchestrator_for
 from runner.sdk import CompiledPipeline, Pipeline
 from stacks.common.process import log_tail
@@ -45,6 +46,7 @@ class StepResult:
     outputs: dict[str, ArtifactOut] = field(default_factory=dict)
     error: str | None = None
     log_tail: str = ""
+    crashed: bool = False  # the process died before it could record what went wrong
 
     @property
     def cached(self) -> bool:
@@ -70,8 +72,9 @@ class RunResult:
         failed = self.failed_step
         if failed is not None:
             tail = f"\n{failed.log_tail}" if failed.log_tail else ""
+            verb = "failed:" if failed.crashed else "raised"
             raise StepFailed(
-                f"run {self.run_id} failed: step {failed.name!r} raised {failed.error}{tail}",
+                f"run {self.run_id} failed: step {failed.name!r} {verb} {failed.error}{tail}",
                 f"full log: mlstack logs {self.run_id} {failed.name}",
             )
 
@@ -83,8 +86,13 @@ def run(
     params: dict[str, Any] | None = None,
     no_cache: bool = False,
     progress: Progress | None = None,
+    fail_fast: bool | None = None,
 ) -> RunResult:
-    """Run ``pipeline`` on the stack described by ``outputs`` (token resolved)."""
+    """Run ``pipeline`` on the stack described by ``outputs`` (token resolved).
+
+    ``fail_fast`` (default: the pipeline's own setting) stops running siblings at the first
+    failed step instead of letting them finish.
+    """
     compiled = pipeline.compile(params)
     if outputs.metadata.token is None:
         raise RunnerError("the stack outputs carry no metadata token", "resolve secrets first")
@@ -98,6 +106,7 @@ def run(
         ready = orchestrator_for(outputs).prepare(pipeline, compiled, store, scratch, progress)
         launcher = ready.launcher
         driver = _Driver(compiled, outputs, launcher, store, no_cache, progress, scratch)
+        driver.fail_fast = pipeline.fail_fast if fail_fast is None else fail_fast
         return driver.run(extra_spec=ready.extra_spec, code_ref=ready.code_ref)
     finally:
         if launcher is not None:
@@ -135,6 +144,9 @@ class _Driver:
         self.tmp = scratch
         self.extra_spec: dict[str, Any] = {}
         self.max_parallel = max(1, outputs.orchestrator.max_parallel)
+        self.fingerprinter = Fingerprinter()
+        self.fail_fast = False
+        self._warned: set[str] = set()
 
     def run(self, *, extra_spec: dict[str, Any], code_ref: str | None) -> RunResult:
         """Record the run, walk the DAG; ``extra_spec`` goes into every step's spec."""
@@ -215,6 +227,20 @@ class _Driver:
                 return
             finished = self.launcher.wait()
             self._finish(finished.step_id, finished.code)
+            if self.fail_fast and self._has_failure() and self.running:
+                self._cancel_running("cancelled: a sibling step failed (fail-fast)")
+
+    def _cancel_running(self, reason: str) -> None:
+        """Stop every running step now (fail-fast): they are recorded as cancelled."""
+        self.launcher.close(kill=True)
+        for step_id, (name, started) in self.running.items():
+            self.client.update_step(step_id, status="cancelled", error=reason)
+            self.state[name] = "cancelled"
+            self.results[name] = StepResult(
+                name, "cancelled", step_id, time.monotonic() - started, error=reason
+            )
+            self.progress.update(name, "cancelled", "a sibling failed (fail-fast)")
+        self.running.clear()
 
     def _has_failure(self) -> bool:
         return any(s == "failed" for s in self.state.values())
@@ -223,10 +249,26 @@ class _Driver:
         inv = self.compiled.invocations[name]
         return {arg: self.results[ref.step].outputs[ref.output] for arg, ref in inv.inputs.items()}
 
+    def _warn(self, name: str, warnings: list[str]) -> None:
+        import sys
+
+        for warning in warnings:
+            if warning not in self._warned:
+                self._warned.add(warning)
+                print(f"warning: step {name!r}: {warning}", file=sys.stderr)
+
     def _start(self, name: str) -> None:
         inv = self.compiled.invocations[name]
         inputs = self._inputs(name)
-        key = cache_key(inv, {arg: art.content_hash for arg, art in inputs.items()})
+        hashes = {arg: art.content_hash for arg, art in inputs.items()}
+        cache_info = cache_key(inv, hashes, self.fingerprinter)
+        key = cache_info.key
+        self._warn(name, cache_info.warnings)
+        mode = "on"
+        if self.no_cache:
+            mode = "off (--no-cache)"
+        elif not inv.step.cache:
+            mode = "off (the step sets cache=False)"
         spec = {
             "pipeline": self.compiled.name,
             "function": inv.step.name,
@@ -243,10 +285,12 @@ class _Driver:
                 for arg, art in inputs.items()
             },
             "outputs": list(inv.step.outputs),
+            "collections": inv.collections,
             "tracker_run_id": self.tracker_run_id,
+            "cache": {**cache_info.as_dict(), "mode": mode},
             **self.extra_spec,
         }
-        if not self.no_cache and inv.step.cache and self._try_cache(name, key, spec, inputs):
+        if mode == "on" and self._try_cache(name, key, spec, inputs):
             return
         step = self.client.create_step(self.run_id, name, spec=spec, cache_key=key)
         self.state[name] = "running"
@@ -260,6 +304,8 @@ class _Driver:
         hit = self.client.lookup_cache(key)
         if hit is None or not all(self.store.exists(a.uri) for a in hit.outputs.values()):
             return False
+        spec["cache"]["source_run"] = hit.step.run_id
+        spec["cache"]["source_step"] = hit.step.id
         step = self.client.create_step(self.run_id, name, spec=spec, cache_key=key, status="cached")
         outputs = {}
         for out_name, art in hit.outputs.items():
@@ -277,6 +323,14 @@ class _Driver:
         self.state[name] = "cached"
         self.results[name] = StepResult(name, "cached", step.id, 0.0, outputs)
         self.progress.update(name, "cached", f"from run {hit.step.run_id[:8]}")
+        source_tracker = hit.step.spec.get("tracker_run_id")
+        if source_tracker and self.tracker_run_id:
+            try:
+                self.tracker.copy_step_metrics(
+                    source_tracker, self.tracker_run_id, name, hit.step.run_id
+                )
+            except RunnerError as exc:  # the outputs are reused all the same
+                self._warn(name, [f"its metrics were not copied from the source run: {exc}"])
         return True
 
     def _finish(self, step_id: str, code: int) -> None:
@@ -301,7 +355,7 @@ class _Driver:
             self.client.update_step(step_id, status="failed", error=error)
         tail = log_tail(self.tmp / f"{name}.log")
         self.results[name] = StepResult(
-            name, "failed", step_id, seconds, error=error, log_tail=tail
+            name, "failed", step_id, seconds, error=error, log_tail=tail, crashed=not data
         )
         self.state[name] = "failed"
         self.progress.update(name, "failed", error.splitlines()[0][:120])
@@ -320,5 +374,5 @@ def _describe_exit(code: int) -> str:
     if code < 0:
         import signal
 
-        return f"step process was killed by {signal.Signals(-code).name}"
+        return f"its process was killed by signal {signal.Signals(-code).name}"
     return f"step process exited with code {code} before recording a result"
