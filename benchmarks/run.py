@@ -21,6 +21,7 @@ OWNED = {  # script -> the title of the section it owns
     "bench_cli_start.py": "CLI start",
     "bench_local_stack.py": "Local stack up/down",
     "bench_runs.py": "Pipeline runs",
+    "bench_metadata.py": "Metadata server writes",
 }
 OTHERS = ["bench_plan_aws.py"]  # run when present; they keep their own sections
 SCRIPT_TIMEOUT = 300.0

@@ -105,11 +105,12 @@ def register_model(model: Any, name: str) -> ModelVersion:
 def deploy_model(model_name: str, version: str, name: str | None = None) -> Deployment:
     """Serve a registered model version as an HTTP endpoint on the stack's deployer."""
     from runner.deployers import deployer_for
+    from runner.endpoints import default_name
 
     ctx = current()
     return deployer_for(ctx.outputs).deploy(
         model_name=model_name,
         version=version,
-        name=name or model_name,
+        name=name or default_name(model_name),
         run_id=ctx.run_id,
     )

@@ -8,15 +8,27 @@ metadata server, and as a small record file in the deployer's folder, which is w
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runner.errors import RunnerError
-from stacks.common.process import DaemonFailed, free_port, spawn, stop, wait_healthy
+from runner.endpoints import (
+    check_name,
+    endpoint_env,
+    ensure_front,
+    front_port,
+    name_lock,
+    private_file,
+    private_folder,
+    stop_front,
+    stop_recorded,
+    write_record,
+)
+from runner.errors import MetadataError, RunnerError
+from stacks.common.process import DaemonFailed, free_port, spawn, wait_healthy
 from stacks.outputs import LocalDeployerOutputs, MlflowTrackerOutputs, StackOutputs
 
 if TYPE_CHECKING:
@@ -28,6 +40,10 @@ LIVE = ("starting", "running")
 
 class DeployError(RunnerError):
     """A model could not be deployed or undeployed."""
+
+
+class DeployConflict(DeployError):
+    """The metadata server refused to reserve the name: another live deployment holds it."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,7 @@ def deploy_local(
     assert isinstance(deployer, LocalDeployerOutputs)
     if not isinstance(outputs.tracker, MlflowTrackerOutputs):
         raise DeployError("the local deployer serves models from MLflow; the stack has none")
+    check_name(name)
     token = outputs.metadata.token
     data = request_deployment(
         deployer.url,
@@ -90,16 +107,55 @@ def serve_model(
 ) -> Deployment:
     """Start ``models:/model_name/version`` as a host daemon (run inside the deployer service).
 
-    Replaces a live deployment of the same name.
+    Replaces a live deployment of the same name, keeping its URL: the new endpoint starts
+    beside the old one and the name's front switches to it once it is healthy. Deploys of
+    one name run one at a time; the name is reserved in the metadata server before anything
+    starts, and what was started is stopped if a later step fails.
     """
-    folder = Path(workdir)
-    for old in client.list_deployments(stack=stack):
-        if old.name == name and old.status in LIVE:
-            undeploy(workdir, client, old)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = private_folder(Path(workdir))
+    with name_lock(folder, check_name(name)):
+        live = [d for d in client.list_deployments(stack=stack) if d.name == name]
+        live = [d for d in live if d.status in LIVE]
+        port = front_port(folder, name)
+        url = f"http://127.0.0.1:{port}"
+        try:  # reserve the name first: a refusal leaves nothing running
+            record = client.create_deployment(
+                name=name, stack=stack, model_name=model_name, model_version=version,
+                endpoint_url=url, run_id=run_id, replaces=[d.id for d in live],
+            )  # fmt: skip
+        except MetadataError as exc:
+            raise DeployConflict(exc.headline, exc.hint) from None
+        marker = folder / f"{record.id}.json"
+        try:
+            _start_backend(folder, marker, record.id, name, model_name, version, tracker_uri,
+                           port, client, timeout)  # fmt: skip
+        except BaseException as exc:
+            stop_recorded(marker)
+            with contextlib.suppress(MetadataError):
+                client.update_deployment(record.id, status="failed")
+            if isinstance(exc, DaemonFailed):
+                raise DeployError(exc.headline, exc.hint) from None
+            raise
+        client.update_deployment(record.id, status="running")
+        for old in live:  # the front already points at the new endpoint
+            _stop(folder, client, old)
+    return Deployment(record.id, name, model_name, version, url)
+
+
+def _start_backend(
+    folder: Path,
+    marker: Path,
+    record_id: str,
+    name: str,
+    model_name: str,
+    version: str,
+    tracker_uri: str,
+    front: int,
+    client: MetadataClient,
+    timeout: float,
+) -> None:
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = folder / f"{name}-{port}.log"
+    log = private_file(folder / f"{name}-{record_id[:12]}.log")
     argv = [
         sys.executable, "-m", "mlflow", "models", "serve",
         "-m", f"models:/{model_name}/{version}", "--env-manager", "local",
@@ -107,28 +163,18 @@ def serve_model(
     ]  # fmt: skip
     # mlflow starts `uvicorn` by name: the interpreter's bin folder must be on PATH.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = {"MLFLOW_TRACKING_URI": tracker_uri, "PATH": path}
-    daemon = spawn(argv, log=log, cwd=folder, env=env)
+    env = endpoint_env({"MLFLOW_TRACKING_URI": tracker_uri, "PATH": path})
+    daemon = spawn(argv, log=log, cwd=folder, env=env, inherit_env=False)
     details = {"pid": daemon.pid, "create_time": daemon.create_time, "port": port, "log": str(log)}
-    record = client.create_deployment(
-        name=name,
-        stack=stack,
-        model_name=model_name,
-        model_version=version,
-        endpoint_url=url,
-        run_id=run_id,
-        details=details,
-    )
-    marker = folder / f"{record.id}.json"
-    marker.write_text(json.dumps({"name": name, **details}))
-    try:
-        wait_healthy(f"endpoint {name}", daemon, f"{url}/ping", log, timeout)
-    except DaemonFailed as exc:
-        client.update_deployment(record.id, status="failed")
-        marker.unlink(missing_ok=True)
-        raise DeployError(exc.headline, exc.hint) from None
-    client.update_deployment(record.id, status="running")
-    return Deployment(record.id, name, model_name, version, url)
+    write_record(marker, {"name": name, "role": "model", **details})  # before anything else
+    client.update_deployment(record_id, details={**details, "front_port": front})
+    wait_healthy(f"endpoint {name}", daemon, f"http://127.0.0.1:{port}/ping", log, timeout)
+    ensure_front(folder, name, front, port)
+
+
+def _stop(folder: Path, client: MetadataClient, deployment: DeploymentOut) -> None:
+    stop_recorded(folder / f"{deployment.id}.json")
+    client.update_deployment(deployment.id, status="stopped")
 
 
 def find(client: MetadataClient, stack: str, ref: str) -> DeploymentOut:
@@ -143,9 +189,17 @@ def find(client: MetadataClient, stack: str, ref: str) -> DeploymentOut:
 
 
 def undeploy(workdir: str | None, client: MetadataClient, deployment: DeploymentOut) -> None:
-    """Stop the endpoint's process and mark the deployment stopped."""
-    details = deployment.details or {}
-    stop(details.get("pid"), details.get("create_time"))
-    client.update_deployment(deployment.id, status="stopped")
-    if workdir:
-        (Path(workdir) / f"{deployment.id}.json").unlink(missing_ok=True)
+    """Stop the endpoint's process and mark the deployment stopped.
+
+    Only a process recorded in the deployer's folder (pid + create time) is signalled, never
+    a pid from the deployment record itself. The name's front stops with its last endpoint.
+    """
+    if not workdir:
+        client.update_deployment(deployment.id, status="stopped")
+        return
+    folder = Path(workdir)
+    with name_lock(folder, deployment.name):
+        _stop(folder, client, deployment)
+        others = [d for d in client.list_deployments(stack=deployment.stack)]
+        if not any(d.name == deployment.name and d.status in LIVE for d in others):
+            stop_front(folder, deployment.name)

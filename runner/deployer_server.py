@@ -14,24 +14,36 @@ import argparse
 import hmac
 import os
 import sys
+import urllib.parse
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from runner.endpoints import NAME_PATTERN
 from runner.errors import RunnerError
 from runner.metadata import TOKEN_ENV
 
 
+def _loopback(url: str) -> str:
+    """The metadata server is the stack's own: the token is never sent anywhere else."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise ValueError("must be the stack's metadata server, http://127.0.0.1:PORT")
+    return url
+
+
 class DeployRequest(BaseModel):
+    """``POST /deployments``; ``name`` becomes part of file names, so it is DNS-like."""
+
     model_config = ConfigDict(extra="forbid")
 
-    model_name: str
-    version: str
-    name: str
-    tracker_uri: str
-    metadata_url: str
-    run_id: str | None = None
+    model_name: str = Field(min_length=1, max_length=255, pattern=r"^[^/\x00-\x1f]+$")
+    version: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    name: str = Field(pattern=NAME_PATTERN)
+    tracker_uri: str = Field(pattern=r"^https?://[^\s]+$", max_length=2048)
+    metadata_url: Annotated[str, AfterValidator(_loopback)]
+    run_id: str | None = Field(None, max_length=64)
 
 
 class DeployResponse(BaseModel):
@@ -57,7 +69,7 @@ def create_app(stack: str, workdir: str, token: str) -> FastAPI:
 
     @app.post("/deployments", dependencies=[Depends(require_token)])
     def create(req: DeployRequest) -> DeployResponse:
-        from runner.deploy import serve_model
+        from runner.deploy import DeployConflict, serve_model
         from runner.metadata.client import MetadataClient
 
         with MetadataClient(req.metadata_url, token) as client:
@@ -72,6 +84,8 @@ def create_app(stack: str, workdir: str, token: str) -> FastAPI:
                     name=req.name,
                     run_id=req.run_id,
                 )
+            except DeployConflict as exc:
+                raise HTTPException(409, detail=exc.headline) from None
             except RunnerError as exc:
                 raise HTTPException(502, detail=exc.headline) from None
         return DeployResponse(
@@ -111,6 +125,8 @@ def request_deployment(url: str, token: str, body: dict[str, Any], timeout: floa
     if resp.status != 200:
         detail = data.get("detail", data)
         raise RunnerError(f"model deployer refused the deployment ({resp.status}): {detail}")
+    # 2xx only above: a 409 (name taken by a deployment still starting) and a 422 (bad name)
+    # are the caller's to fix, a 502 the endpoint's (its log is named in the detail).
     return data
 
 
@@ -129,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import uvicorn
 
+    os.umask(0o077)  # endpoint logs and records are the user's alone
     app = create_app(args.stack, args.workdir, token)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0

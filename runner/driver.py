@@ -174,8 +174,13 @@ class _Driver:
         except KeyboardInterrupt:
             status = "cancelled"
             self.launcher.close(kill=True)
-            for step_id, (name, _) in self.running.items():
-                self.client.update_step(step_id, status="cancelled", error="run cancelled")
+            cancelled = [
+                {"id": step_id, "status": "cancelled", "error": "run cancelled"}
+                for step_id in self.running
+            ]
+            if cancelled:
+                self.client.update_steps(cancelled)  # one round trip for every running step
+            for name, _ in self.running.values():
                 self.state[name] = "cancelled"
                 self.progress.update(name, "cancelled")
             self.running.clear()

@@ -9,6 +9,7 @@ from fastapi import status as http
 from sqlalchemy import select
 
 from runner.metadata.db import SessionDep, commit_or_409, fetch_or_404
+from runner.metadata.guard import CONFLICT, NOT_FOUND
 from runner.metadata.models import Artifact, Lineage, Run, Step
 from runner.metadata.schemas import (
     ArtifactCreate,
@@ -24,7 +25,12 @@ from runner.metadata.schemas import (
 router = APIRouter()
 
 
-@router.post("/artifacts", status_code=http.HTTP_201_CREATED, tags=["artifacts"])
+@router.post(
+    "/artifacts",
+    status_code=http.HTTP_201_CREATED,
+    tags=["artifacts"],
+    responses={**NOT_FOUND, **CONFLICT},
+)
 def create_artifact(body: ArtifactCreate, session: SessionDep) -> ArtifactOut:
     """Record an artifact; with ``producer_step_id`` also its output lineage edge."""
     if body.producer_step_id is not None:
@@ -59,13 +65,18 @@ def list_artifacts(
     return [ArtifactOut.model_validate(row) for row in session.scalars(query)]
 
 
-@router.get("/artifacts/{artifact_id}", tags=["artifacts"])
+@router.get("/artifacts/{artifact_id}", tags=["artifacts"], responses=NOT_FOUND)
 def get_artifact(artifact_id: str, session: SessionDep) -> ArtifactOut:
     """One artifact."""
     return ArtifactOut.model_validate(fetch_or_404(session, Artifact, artifact_id, "artifact"))
 
 
-@router.post("/steps/{step_id}/inputs", status_code=http.HTTP_201_CREATED, tags=["lineage"])
+@router.post(
+    "/steps/{step_id}/inputs",
+    status_code=http.HTTP_201_CREATED,
+    tags=["lineage"],
+    responses={**NOT_FOUND, **CONFLICT},
+)
 def add_input(step_id: str, body: InputCreate, session: SessionDep) -> LineageEdge:
     """Record that a step read an artifact as its input ``name``."""
     step = fetch_or_404(session, Step, step_id, "step")
@@ -89,7 +100,7 @@ def add_input(step_id: str, body: InputCreate, session: SessionDep) -> LineageEd
     )
 
 
-@router.get("/runs/{run_id}/lineage", tags=["lineage"])
+@router.get("/runs/{run_id}/lineage", tags=["lineage"], responses=NOT_FOUND)
 def run_lineage(run_id: str, session: SessionDep) -> list[LineageEdge]:
     """Every edge between the run's steps and the artifacts they read and wrote."""
     fetch_or_404(session, Run, run_id, "run")
@@ -113,7 +124,7 @@ def run_lineage(run_id: str, session: SessionDep) -> list[LineageEdge]:
     ]
 
 
-@router.get("/cache/{cache_key}", tags=["cache"])
+@router.get("/cache/{cache_key}", tags=["cache"], responses=NOT_FOUND)
 def lookup_cache(cache_key: str, session: SessionDep) -> CacheHit:
     """The newest completed step with this cache key and its outputs; 404 if none."""
     step = session.scalars(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from fastapi import status as http
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from runner.metadata.db import SessionDep, fetch_or_404
+from runner.metadata.guard import CONFLICT, NOT_FOUND
 from runner.metadata.models import Deployment, Run, utcnow
 from runner.metadata.schemas import (
     LIVE_DEPLOYMENT_STATUSES,
@@ -23,9 +25,17 @@ router = APIRouter(tags=["deployments"])
 _LIVE = [status.value for status in LIVE_DEPLOYMENT_STATUSES]
 
 
-@router.post("/deployments", status_code=http.HTTP_201_CREATED)
-def create_deployment(body: DeploymentCreate, session: SessionDep) -> DeploymentOut:
-    """Record a deployment; 409 while the stack has a live one with the same name."""
+@router.post("/deployments", status_code=http.HTTP_201_CREATED, responses={**NOT_FOUND, **CONFLICT})
+def create_deployment(
+    body: DeploymentCreate, session: SessionDep, request: Request
+) -> DeploymentOut:
+    """Record a deployment; 409 while the stack has a live one with the same name that it
+    does not replace. Check and insert are one step: two racing creates cannot both pass."""
+    with request.app.state.deployments_lock:
+        return _create(body, session)
+
+
+def _create(body: DeploymentCreate, session: Session) -> DeploymentOut:
     if body.run_id is not None:
         fetch_or_404(session, Run, body.run_id, "run")
     clash = session.scalars(
@@ -33,6 +43,7 @@ def create_deployment(body: DeploymentCreate, session: SessionDep) -> Deployment
             Deployment.stack == body.stack,
             Deployment.name == body.name,
             Deployment.status.in_(_LIVE),
+            Deployment.id.not_in(body.replaces),
         )
     ).first()
     if clash is not None:
@@ -42,7 +53,7 @@ def create_deployment(body: DeploymentCreate, session: SessionDep) -> Deployment
             f" ({clash}); stop it first",
         )
     now = utcnow()
-    fields = body.model_dump()
+    fields = body.model_dump(exclude={"replaces"})
     fields["status"] = body.status.value
     deployment = Deployment(**fields, created_at=now, updated_at=now)
     session.add(deployment)
@@ -66,7 +77,7 @@ def list_deployments(
     return [DeploymentOut.model_validate(row) for row in session.scalars(query)]
 
 
-@router.get("/deployments/{deployment_id}")
+@router.get("/deployments/{deployment_id}", responses=NOT_FOUND)
 def get_deployment(deployment_id: str, session: SessionDep) -> DeploymentOut:
     """One deployment."""
     return DeploymentOut.model_validate(
@@ -74,7 +85,7 @@ def get_deployment(deployment_id: str, session: SessionDep) -> DeploymentOut:
     )
 
 
-@router.patch("/deployments/{deployment_id}")
+@router.patch("/deployments/{deployment_id}", responses=NOT_FOUND)
 def update_deployment(
     deployment_id: str, body: DeploymentUpdate, session: SessionDep
 ) -> DeploymentOut:

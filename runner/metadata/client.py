@@ -39,6 +39,7 @@ from runner.metadata.schemas import (
     RunOut,
     RunStatus,
     RunUpdate,
+    StepBatch,
     StepCreate,
     StepOut,
     StepStatus,
@@ -233,6 +234,11 @@ class MetadataClient:
         path = f"/steps/{_quote(step_id)}"
         return self._http.call(_STEP, "PATCH", path, body, what=f"step {step_id}")
 
+    def update_steps(self, updates: list[dict[str, Any]]) -> list[StepOut]:
+        """Several step changes in one request, all or none: ``[{"id": ..., "status": ...}]``."""
+        body = encode_body(StepBatch, "step updates", updates=updates)
+        return self._http.call(_STEPS, "POST", "/steps/batch", body, what="steps")
+
     # --- artifacts, lineage, cache ----------------------------------------------------------
 
     def create_artifact(
@@ -304,8 +310,13 @@ class MetadataClient:
         status: DeploymentStatus | str | None = None,
         run_id: str | None = None,
         details: dict[str, Any] | None = None,
+        replaces: list[str] | None = None,
     ) -> DeploymentOut:
-        """Record a deployment (``starting`` unless ``status`` says otherwise)."""
+        """Record a deployment (``starting`` unless ``status`` says otherwise).
+
+        409 while the stack has another live deployment of ``name`` than those in
+        ``replaces`` (the ones this deployment is about to take over from).
+        """
         body = encode_body(
             DeploymentCreate,
             "deployment",
@@ -317,6 +328,7 @@ class MetadataClient:
             status=status,
             run_id=run_id,
             details=details or {},
+            replaces=replaces or None,
         )
         what = f"run {run_id}" if run_id else "deployment"
         return self._http.call(_DEPLOYMENT, "POST", "/deployments", body, what=what)

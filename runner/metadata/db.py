@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Annotated, Any, TypeVar
 
@@ -40,11 +41,28 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+def _private_file(path: str) -> None:
+    """Create ``path`` 0600 (SQLite gives its -wal/-shm files the database's mode)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for companion in (f"{path}-wal", f"{path}-shm"):
+        if os.path.exists(companion):
+            os.chmod(companion, 0o600)
+
+
 def make_engine(database_url: str) -> Engine:
-    """Build the engine for ``database_url`` and create any missing table."""
+    """Build the engine for ``database_url`` and create any missing table.
+
+    A SQLite database file is private to the user (0600), whatever the umask.
+    """
     url = make_url(normalise_url(database_url))
     kwargs: dict[str, Any] = {}
     if url.get_backend_name() == "sqlite":
+        if url.database not in (None, "", ":memory:") and not url.database.startswith("file:"):
+            _private_file(url.database)
         # Requests are served from uvicorn's thread pool; one connection may move threads.
         kwargs["connect_args"] = {"check_same_thread": False}
         if url.database in (None, "", ":memory:"):

@@ -5,11 +5,12 @@ This module imports pydantic only (no FastAPI, no SQLAlchemy) so the client stay
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 
 class RunStatus(StrEnum):
@@ -66,7 +67,56 @@ LIVE_DEPLOYMENT_STATUSES = frozenset({DeploymentStatus.STARTING, DeploymentStatu
 
 NameStr = Annotated[str, Field(min_length=1, max_length=255)]
 KeyStr = Annotated[str, Field(min_length=1, max_length=255)]
-Pid = Annotated[int, Field(gt=0)]  # 0 or a negative pid would signal a whole process group
+PID_MAX = 2**31 - 1  # pid_t is a signed 32-bit integer
+# 0 or a negative pid would signal a whole process group; more than pid_t overflows os.kill.
+Pid = Annotated[int, Field(gt=0, le=PID_MAX)]
+SQL_INT_MAX = 2**63 - 1  # SQLite INTEGER and PostgreSQL BIGINT
+Size = Annotated[int, Field(ge=0, le=SQL_INT_MAX)]
+Seconds = Annotated[float, Field(ge=0, le=10**9, allow_inf_nan=False)]
+EARLIEST_YEAR, LATEST_YEAR = 1970, 2999
+MAX_OFFSET = timedelta(hours=14)  # the widest UTC offset in use (Pacific/Kiritimati)
+MAX_JSON_DEPTH = 64
+
+
+def _sane_time(value: datetime) -> datetime:
+    """A timestamp the database, the OS and a human agree on, converted to UTC."""
+    offset = value.utcoffset()
+    if offset is not None and abs(offset) > MAX_OFFSET:
+        raise ValueError("the UTC offset must be within +/-14:00")
+    if not EARLIEST_YEAR <= value.year <= LATEST_YEAR:
+        raise ValueError(f"the year must be within {EARLIEST_YEAR}..{LATEST_YEAR}")
+    value = value.replace(tzinfo=UTC) if offset is None else value.astimezone(UTC)
+    if not EARLIEST_YEAR <= value.year <= LATEST_YEAR:
+        raise ValueError(f"the year must be within {EARLIEST_YEAR}..{LATEST_YEAR} in UTC")
+    return value
+
+
+def _not_a_number(value: Any) -> Any:
+    if isinstance(value, int | float):
+        raise ValueError("a time is an ISO 8601 string, e.g. 2024-05-01T12:00:00Z")
+    return value
+
+
+# An ISO 8601 string (or a datetime); a bare number (3.95e-170) is not taken for a Unix time.
+Timestamp = Annotated[datetime, BeforeValidator(_not_a_number), AfterValidator(_sane_time)]
+
+
+def _finite_json(value: Any, depth: int = 0) -> Any:
+    """``value`` unchanged; NaN/Infinity (not JSON) and absurd nesting are refused."""
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("NaN and Infinity are not JSON numbers; send a string or null")
+    if isinstance(value, dict):
+        for item in value.values():
+            _finite_json(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _finite_json(item, depth + 1)
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_finite_json)]
 
 
 class _In(BaseModel):
@@ -106,7 +156,7 @@ class RunCreate(_In):
 
     pipeline: NameStr
     stack: NameStr
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: JsonObject = Field(default_factory=dict)
     code_ref: str | None = None
     driver_pid: Pid | None = None
 
@@ -117,8 +167,8 @@ class RunUpdate(_In):
     status: RunStatus | None = None
     error: str | None = None
     tracker_run_id: str | None = None
-    started_at: datetime | None = None
-    ended_at: datetime | None = None
+    started_at: Timestamp | None = None
+    ended_at: Timestamp | None = None
     driver_pid: Pid | None = None
 
 
@@ -159,7 +209,7 @@ class StepCreate(_In):
     """``POST /runs/{id}/steps``: a step's name is unique within its run."""
 
     name: NameStr
-    spec: dict[str, Any] = Field(default_factory=dict)
+    spec: JsonObject = Field(default_factory=dict)
     cache_key: KeyStr | None = None
     status: StepStatus = StepStatus.PENDING
 
@@ -171,8 +221,23 @@ class StepUpdate(_In):
     error: str | None = None
     cache_key: KeyStr | None = None
     log_uri: str | None = None
-    started_at: datetime | None = None
-    ended_at: datetime | None = None
+    started_at: Timestamp | None = None
+    ended_at: Timestamp | None = None
+
+
+MAX_BATCH = 1000
+
+
+class StepBatchUpdate(StepUpdate):
+    """One change of a ``POST /steps/batch``: the step's id and the fields to change."""
+
+    id: str = Field(min_length=1, max_length=64)
+
+
+class StepBatch(_In):
+    """``POST /steps/batch``: several step changes in one request and one transaction."""
+
+    updates: list[StepBatchUpdate] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class StepOut(_Out):
@@ -205,7 +270,7 @@ class ArtifactCreate(_In):
 
     uri: str = Field(min_length=1)
     content_hash: NameStr
-    size: int = Field(ge=0)
+    size: Size
     name: NameStr
     type_name: NameStr
     materializer: NameStr
@@ -255,7 +320,8 @@ class CacheHit(_Out):
 
 
 class DeploymentCreate(_In):
-    """``POST /deployments``: a name is unique among a stack's live deployments."""
+    """``POST /deployments``: a name is unique among a stack's live deployments, but for the
+    ones listed in ``replaces`` (a redeploy starts beside what it replaces)."""
 
     name: NameStr
     stack: NameStr
@@ -264,7 +330,10 @@ class DeploymentCreate(_In):
     endpoint_url: str | None = None
     status: DeploymentStatus = DeploymentStatus.STARTING
     run_id: str | None = None
-    details: dict[str, Any] = Field(default_factory=dict)
+    details: JsonObject = Field(default_factory=dict)
+    replaces: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=list, max_length=100
+    )
 
 
 class DeploymentUpdate(_In):
@@ -272,7 +341,7 @@ class DeploymentUpdate(_In):
 
     status: DeploymentStatus | None = None
     endpoint_url: str | None = None
-    details: dict[str, Any] | None = None
+    details: JsonObject | None = None
 
 
 class DeploymentOut(_Out):
@@ -317,8 +386,8 @@ class ImageCreate(_In):
     tag: str = Field(min_length=1, max_length=128)
     action: ImageAction
     reason: str = ""
-    seconds: float = Field(ge=0)
-    details: dict[str, Any] = Field(default_factory=dict)
+    seconds: Seconds
+    details: JsonObject = Field(default_factory=dict)
 
 
 class ImageOut(_Out):

@@ -12,15 +12,25 @@ import argparse
 import hmac
 import os
 import sys
+import threading
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Security, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import OperationalError
 
 from runner.metadata import TOKEN_ENV, api_artifacts, api_deployments, api_images, api_runs
 from runner.metadata.db import make_engine, make_sessionmaker
+from runner.metadata.guard import (
+    RESPONSES,
+    BodyLimit,
+    add_guarded_docs,
+    disk_full_handler,
+    validation_handler,
+)
 from runner.metadata.schemas import HealthOut
 
 _bearer = HTTPBearer(auto_error=False, description="The stack's metadata token.")
@@ -61,10 +71,14 @@ def create_app(database_url: str, token: str) -> FastAPI:
         summary="Pipelines, runs, steps, artifacts, lineage and deployments of an mlstack.",
         version="1",
         lifespan=lifespan,
+        openapi_url=None,  # served below, behind the token
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.token = token.encode()
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.engine = engine
+    app.state.deployments_lock = threading.Lock()  # one server process per stack
 
     @app.get("/health", tags=["health"])
     def health() -> HealthOut:
@@ -73,7 +87,13 @@ def create_app(database_url: str, token: str) -> FastAPI:
 
     guarded = [Depends(require_token)]
     for module in (api_runs, api_artifacts, api_deployments, api_images):
-        app.include_router(module.router, dependencies=guarded)
+        app.include_router(module.router, dependencies=guarded, responses=RESPONSES)
+    add_guarded_docs(app, require_token)
+    app.add_middleware(BodyLimit)
+    on_disk_full = disk_full_handler(engine.url.database or str(engine.url.host))
+    app.add_exception_handler(OperationalError, on_disk_full)
+    app.add_exception_handler(OSError, on_disk_full)
+    app.add_exception_handler(RequestValidationError, validation_handler)
     return app
 
 

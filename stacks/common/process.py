@@ -66,11 +66,20 @@ def log_tail(path: str | Path | None, lines: int = 15) -> str:
 
 
 def spawn(
-    argv: Sequence[str], *, log: Path, cwd: Path, env: Mapping[str, str] | None = None
+    argv: Sequence[str],
+    *,
+    log: Path,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    inherit_env: bool = True,
 ) -> Daemon:
-    """Start ``argv`` as a daemon in a new session, output appended to ``log``."""
+    """Start ``argv`` as a daemon in a new session, output appended to ``log``.
+
+    ``env`` is added to this process's environment, or is the whole environment when
+    ``inherit_env`` is false (so a variable of ours, a token, can be kept from the child).
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
-    full_env = dict(os.environ)
+    full_env = dict(os.environ) if inherit_env else {}
     full_env.update(env or {})
     with open(log, "ab") as out:
         proc = subprocess.Popen(

@@ -52,11 +52,11 @@ def _artifact(client: TestClient, name: str, step_id: str | None, **fields: Any)
 # --- auth and health ------------------------------------------------------------------------
 
 
-def test_health_and_openapi_need_no_token(app_client: TestClient) -> None:
+def test_health_needs_no_token_but_the_docs_do(app_client: TestClient) -> None:
     anonymous = TestClient(app_client.app)
     assert anonymous.get("/health").json() == {"status": "ok"}
-    assert anonymous.get("/openapi.json").status_code == 200
-    assert anonymous.get("/docs").status_code == 200
+    assert anonymous.get("/openapi.json").status_code == 401
+    assert anonymous.get("/docs").status_code == 401
 
 
 def test_every_other_endpoint_refuses_a_missing_or_wrong_token(app_client: TestClient) -> None:
@@ -74,7 +74,7 @@ def test_every_other_endpoint_refuses_a_missing_or_wrong_token(app_client: TestC
                 assert response.json()["detail"] == "missing or invalid bearer token"
                 assert response.headers["www-authenticate"] == "Bearer"
             checked += 1
-    assert checked == 23  # every endpoint of the API but /health
+    assert checked == 24  # every endpoint of the API but /health
 
 
 def test_create_app_rejects_an_empty_token(tmp_path: Path) -> None:
