@@ -108,7 +108,7 @@ def _derived(change: PlannedChange, by_family: dict[str, dict[str, Any]]) -> dic
     return d
 
 
-def _line(comp: Component, details: dict[str, Any], catalog: Catalog, region: str) -> LineItem:
+def line_item(comp: Component, details: dict[str, Any], catalog: Catalog, region: str) -> LineItem:
     try:
         key = comp.price.format(**details)
     except (KeyError, IndexError):
@@ -159,7 +159,7 @@ def price_resource(
         res.unpriced = f"load balancer type {details.get('lb_type')} is not in the catalog"
         return res
     for comp in comps:
-        item = _line(comp, details, catalog, region)
+        item = line_item(comp, details, catalog, region)
         res.items.append(item)
         if item.unit_price is None and not res.unpriced:
             why = item.note if item.unit == "?" or "unknown" in item.note else ""
@@ -214,7 +214,7 @@ def estimate_plan(
         ]
     for component, kind, details in _runtime_kinds(spec):
         for comp in catalog.runtime.get(kind, []):
-            item = _line(comp, details, catalog, region)
+            item = line_item(comp, details, catalog, region)
             per_use.append(
                 UseItem(
                     component=component,
@@ -257,4 +257,7 @@ def money(value: float | None) -> str:
         return "unpriced"
     if value == 0:
         return "$0"
-    return f"${value:.4f}" if abs(value) < 1 else f"${value:,.2f}"
+    if abs(value) >= 1:
+        return f"${value:,.2f}"
+    text = f"{value:.4f}".rstrip("0")
+    return "$" + (text + "0" if len(text.split(".")[1]) < 2 else text)
