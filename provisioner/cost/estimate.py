@@ -259,5 +259,7 @@ def money(value: float | None) -> str:
         return "$0"
     if abs(value) >= 1:
         return f"${value:,.2f}"
+    if abs(value) < 0.0001:
+        return f"${value:.6f}"
     text = f"{value:.4f}".rstrip("0")
     return "$" + (text + "0" if len(text.split(".")[1]) < 2 else text)
