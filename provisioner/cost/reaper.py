@@ -59,7 +59,13 @@ class ReapResult(BaseModel):
 
 
 def busy(registry: StateRegistry, name: str) -> bool:
-    """True while another command holds the stack's change lock (an up or down runs)."""
+    """True while another command holds the stack's change lock (an up or down runs).
+
+    The lock is only probed when its owner file exists (written by every holder), so a
+    reaper never makes an ``up`` that starts at the same instant fail on the lock.
+    """
+    if not (registry.home / "locks" / f"{name}.owner").exists():
+        return False
     try:
         with registry.stack_lock(name):
             return False
@@ -145,6 +151,9 @@ def reap(
                 continue
             try:
                 report = teardown(record.name, registry)
+            except StackLocked:
+                say(f"{record.name}: skip: an up or down started meanwhile")
+                continue
             except (MlstackError, OSError) as exc:
                 result.failed.append(record.name)
                 say(f"{record.name}: destroy failed: {str(exc).splitlines()[0]}")
