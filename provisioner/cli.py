@@ -48,6 +48,7 @@ def plan(spec_file: Path, as_json: bool) -> None:
     from stacks.spec import load_spec
 
     from provisioner.cli_cost import plan_estimate, print_plan_cost, resource_cost_cells
+    from provisioner.spec import load_spec
 
     spec = load_spec(spec_file)
     result = api.plan(spec)
@@ -84,8 +85,8 @@ def plan(spec_file: Path, as_json: bool) -> None:
 def up(spec_file: Path, as_json: bool, ttl: str | None, budget: float | None) -> None:
     """Create or converge a stack; live progress per service, then its outputs."""
     from provisioner import api
-    from provisioner.render import LiveProgress, print_json
     from provisioner.cost.ttl import with_lifetime
+    from provisioner.render import LiveProgress, print_json
     from stacks.spec import load_spec
 
     spec = with_lifetime(load_spec(spec_file), ttl, budget)

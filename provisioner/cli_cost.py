@@ -59,7 +59,9 @@ def resource_cost_cells(est: CostEstimate) -> dict[str, tuple[str, str]]:
     for res in est.resources:
         key = f"{res.component}/{res.resource}"
         cells[key] = (
-            ("unpriced", "unpriced") if res.unpriced else (money(res.per_hour), money(res.per_month))
+            ("unpriced", "unpriced")
+            if res.unpriced
+            else (money(res.per_hour), money(res.per_month))
         )
     return cells
 
@@ -185,8 +187,6 @@ def prices_show(as_json: bool) -> None:
         regions = ", ".join(f"{r} ${v:g}" for r, v in price.regions.items())
         fresh = " (refreshed)" if key in catalog.refreshed else ""
         click.echo(f"{key}: per {price.unit}: {regions}; {price.source} {price.date}{fresh}")
-
-
 
 
 COMMANDS = [cost, extend, reap, prices]

@@ -98,9 +98,7 @@ def _load(path: str, _mtime: float) -> Catalog:
             base = data["prices"].get(key)
             if base is None or not isinstance(entry, dict):
                 continue
-            regions = {
-                r: float(v) for r, v in (entry.get("regions") or {}).items() if _number(v)
-            }
+            regions = {r: float(v) for r, v in (entry.get("regions") or {}).items() if _number(v)}
             base["regions"] = {**base["regions"], **regions}
             base["source"] = entry.get("source", base["source"])
             base["date"] = entry.get("date", base["date"])

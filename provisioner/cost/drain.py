@@ -62,7 +62,9 @@ def local_leftovers(
 ) -> list[TeardownItem]:
     """Live endpoints after the drain; after destroy also live services and the folder."""
     left = [
-        TeardownItem(kind="endpoint", name=str(data.get("name", m.stem)), detail=f"pid {data.get('pid')}")
+        TeardownItem(
+            kind="endpoint", name=str(data.get("name", m.stem)), detail=f"pid {data.get('pid')}"
+        )
         for m, data in _endpoints(stack_dir)
         if is_alive(data.get("pid"), data.get("create_time"))
     ]

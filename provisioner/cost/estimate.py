@@ -175,7 +175,11 @@ def _runtime_kinds(spec: StackSpec | None) -> list[tuple[str, str, dict[str, Any
     deployer = spec.components.deployer
     if deployer.flavor is not None and deployer.flavor.value == "sagemaker":
         found.append(
-            ("deployer", "sagemaker_endpoint", {"instance_type": deployer.instance_type, "count": 1})
+            (
+                "deployer",
+                "sagemaker_endpoint",
+                {"instance_type": deployer.instance_type, "count": 1},
+            )
         )
     return found
 

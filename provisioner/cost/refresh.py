@@ -29,13 +29,19 @@ class Rule:
 
 RULES: dict[str, Rule] = {
     "aws.public_ipv4": Rule(("AmazonVPC",), "PublicIPv4:InUseAddress"),
-    "aws.alb.hour": Rule(("AWSELB", "AmazonEC2"), "LoadBalancerUsage", {"operation": "LoadBalancing:Application"}),
-    "aws.alb.lcu_hour": Rule(("AWSELB", "AmazonEC2"), "LCUUsage", {"operation": "LoadBalancing:Application"}),
+    "aws.alb.hour": Rule(
+        ("AWSELB", "AmazonEC2"), "LoadBalancerUsage", {"operation": "LoadBalancing:Application"}
+    ),
+    "aws.alb.lcu_hour": Rule(
+        ("AWSELB", "AmazonEC2"), "LCUUsage", {"operation": "LoadBalancing:Application"}
+    ),
     "aws.fargate.vcpu_hour": Rule(("AmazonECS",), "Fargate-vCPU-Hours:perCPU"),
     "aws.fargate.gb_hour": Rule(("AmazonECS",), "Fargate-GB-Hours"),
     "aws.rds.storage.gp3": Rule(("AmazonRDS",), "RDS:GP3-Storage"),
     "aws.secretsmanager.secret_month": Rule(("AWSSecretsManager",), "AWSSecretsManager-Secrets"),
-    "aws.secretsmanager.api_10k": Rule(("AWSSecretsManager",), "AWSSecretsManager-APIRequest", factor=10_000),
+    "aws.secretsmanager.api_10k": Rule(
+        ("AWSSecretsManager",), "AWSSecretsManager-APIRequest", factor=10_000
+    ),
     "aws.logs.ingest_gb": Rule(("AmazonCloudWatch",), "DataProcessing-Bytes"),
     "aws.logs.storage_gb_month": Rule(("AmazonCloudWatch",), "TimedStorage-ByteHrs"),
     "aws.s3.standard_gb_month": Rule(("AmazonS3",), "TimedStorage-ByteHrs"),
@@ -95,7 +101,9 @@ def fetch(client: Any, key: str, region: str) -> float | None:
         return None
     for service in rule.services:
         filters = [{"Type": "TERM_MATCH", "Field": "regionCode", "Value": region}]
-        filters += [{"Type": "TERM_MATCH", "Field": k, "Value": v} for k, v in rule.attributes.items()]
+        filters += [
+            {"Type": "TERM_MATCH", "Field": k, "Value": v} for k, v in rule.attributes.items()
+        ]
         token = ""
         while True:
             args: dict[str, Any] = {
@@ -116,7 +124,9 @@ def fetch(client: Any, key: str, region: str) -> float | None:
     return None
 
 
-def refresh(client: Any = None, regions: tuple[str, ...] = ("us-east-1", "eu-west-1")) -> dict[str, Any]:
+def refresh(
+    client: Any = None, regions: tuple[str, ...] = ("us-east-1", "eu-west-1")
+) -> dict[str, Any]:
     """Fetch every catalog price the API knows for ``regions``; write and return the cache."""
     if client is None:
         import boto3

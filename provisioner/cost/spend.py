@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from provisioner.cost.catalog import load
-from provisioner.cost.estimate import CostEstimate, line_item, estimate_plan
+from provisioner.cost.estimate import CostEstimate, estimate_plan, line_item
 from provisioner.state import StackRecord, StateRegistry, now
 
 
@@ -120,7 +120,9 @@ def spend(
     if runtime and record.status != "destroyed":
         charges, notes = runtime_charges(record, registry, end)
         result.runtime, result.notes = charges, notes
-        result.unpriced += [f"{c.component}/{c.resource}: {c.note}" for c in charges if c.amount is None]
+        result.unpriced += [
+            f"{c.component}/{c.resource}: {c.note}" for c in charges if c.amount is None
+        ]
     result.total = result.standing + sum(c.amount or 0.0 for c in result.runtime)
     return result
 

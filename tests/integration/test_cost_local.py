@@ -99,7 +99,9 @@ def test_reaper_destroys_the_expired_stack_only_and_two_reapers_never_race(
         assert all(is_alive(pid, ct) for pid, ct, _ in ttl_pids)
 
         reapers = [
-            subprocess.Popen([MLSTACK, "reap"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            subprocess.Popen(
+                [MLSTACK, "reap"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
             for _ in range(2)
         ]
         outs = [p.communicate(timeout=180) for p in reapers]

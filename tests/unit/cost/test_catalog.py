@@ -94,7 +94,9 @@ def test_local_plan_costs_zero_through_the_same_path() -> None:
         stack="demo",
         provider="local",
         changes=[
-            PlannedChange(component="metadata", resource="metadata", action="create", type="process"),
+            PlannedChange(
+                component="metadata", resource="metadata", action="create", type="process"
+            ),
             PlannedChange(component="artifact_store", resource="a", action="create", type="folder"),
         ],
     )

@@ -14,13 +14,13 @@ import pytest
 
 pytest.importorskip("pulumi_aws")
 
-from provisioner.cost.catalog import load  # noqa: E402
-from provisioner.cost.estimate import estimate_plan  # noqa: E402
-from provisioner.cost.reaper import decide, reap  # noqa: E402
-from provisioner.engines.pulumi_plan import mock_plan  # noqa: E402
-from provisioner.spec import load_spec  # noqa: E402
-from provisioner.state import StackRecord, StateRegistry  # noqa: E402
-from tests.conftest import run_cli  # noqa: E402
+from provisioner.cost.catalog import load
+from provisioner.cost.estimate import estimate_plan
+from provisioner.cost.reaper import decide, reap
+from provisioner.engines.pulumi_plan import mock_plan
+from provisioner.spec import load_spec
+from provisioner.state import StackRecord, StateRegistry
+from tests.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[3]
 AWS = ROOT / "examples" / "stacks" / "aws.yaml"

@@ -59,7 +59,9 @@ def item(usagetype: str, usd: str, region: str, **attrs: str) -> str:
     )
 
 
-def expect(stub: Stubber, service: str, region: str, items: list[str], token: str = "", **attrs: str) -> None:
+def expect(
+    stub: Stubber, service: str, region: str, items: list[str], token: str = "", **attrs: str
+) -> None:
     filters = [{"Type": "TERM_MATCH", "Field": "regionCode", "Value": region}]
     filters += [{"Type": "TERM_MATCH", "Field": k, "Value": v} for k, v in attrs.items()]
     params: dict[str, Any] = {
@@ -103,17 +105,40 @@ def test_alb_falls_back_from_awselb_to_amazonec2_and_per_request_prices_scale(cl
     stub = Stubber(client)
     alb = {"operation": "LoadBalancing:Application"}
     expect(stub, "AWSELB", "us-east-1", [], **alb)
-    expect(stub, "AmazonEC2", "us-east-1", [item("LoadBalancerUsage", "0.0225000000", "us-east-1", **alb)], **alb)
-    expect(stub, "AWSSecretsManager", "us-east-1", [item("USE1-AWSSecretsManager-APIRequest", "0.0000050000", "us-east-1")])
+    expect(
+        stub,
+        "AmazonEC2",
+        "us-east-1",
+        [item("LoadBalancerUsage", "0.0225000000", "us-east-1", **alb)],
+        **alb,
+    )
+    expect(
+        stub,
+        "AWSSecretsManager",
+        "us-east-1",
+        [item("USE1-AWSSecretsManager-APIRequest", "0.0000050000", "us-east-1")],
+    )
     with stub:
         assert refresh_mod.fetch(client, "aws.alb.hour", "us-east-1") == 0.0225
-        assert refresh_mod.fetch(client, "aws.secretsmanager.api_10k", "us-east-1") == pytest.approx(0.05)
+        assert refresh_mod.fetch(
+            client, "aws.secretsmanager.api_10k", "us-east-1"
+        ) == pytest.approx(0.05)
 
 
 def test_rds_instance_filters_and_a_free_first_tier_is_skipped(client: Any) -> None:
     stub = Stubber(client)
-    attrs = {"instanceType": "db.t4g.micro", "databaseEngine": "PostgreSQL", "deploymentOption": "Single-AZ"}
-    expect(stub, "AmazonRDS", "us-east-1", [item("InstanceUsage:db.t4g.micro", "0.0160000000", "us-east-1", **attrs)], **attrs)
+    attrs = {
+        "instanceType": "db.t4g.micro",
+        "databaseEngine": "PostgreSQL",
+        "deploymentOption": "Single-AZ",
+    }
+    expect(
+        stub,
+        "AmazonRDS",
+        "us-east-1",
+        [item("InstanceUsage:db.t4g.micro", "0.0160000000", "us-east-1", **attrs)],
+        **attrs,
+    )
     with stub:
         assert refresh_mod.fetch(client, "aws.rds.postgres.db.t4g.micro", "us-east-1") == 0.016
     tiered = json.loads(item("TimedStorage-ByteHrs", "0.0000000000", "us-east-1"))
@@ -129,7 +154,9 @@ def test_refresh_writes_the_cache_that_load_lays_over_the_file(
 ) -> None:
     monkeypatch.setattr(refresh_mod, "packaged", lambda: {"prices": {"aws.fargate.gb_hour": {}}})
     stub = Stubber(client)
-    expect(stub, "AmazonECS", "us-east-1", [item("USE1-Fargate-GB-Hours", "0.0050000000", "us-east-1")])
+    expect(
+        stub, "AmazonECS", "us-east-1", [item("USE1-Fargate-GB-Hours", "0.0050000000", "us-east-1")]
+    )
     expect(stub, "AmazonECS", "eu-west-1", [])
     with stub:
         out = refresh_mod.refresh(client)
