@@ -45,10 +45,8 @@ def validate(spec_file: Path) -> None:
 def plan(spec_file: Path, as_json: bool) -> None:
     """Show what `up` would start, stop or change. Changes nothing."""
     from provisioner import api
-    from stacks.spec import load_spec
-
     from provisioner.cli_cost import plan_estimate, print_plan_cost, resource_cost_cells
-    from provisioner.spec import load_spec
+    from stacks.spec import load_spec
 
     spec = load_spec(spec_file)
     result = api.plan(spec)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -12,8 +12,8 @@ if TYPE_CHECKING:
 
     from provisioner.cost.estimate import CostEstimate
     from provisioner.engines.base import PlanResult
-    from provisioner.spec import StackSpec
     from provisioner.teardown import TeardownReport
+    from stacks.spec import StackSpec
 
 
 def plan_estimate(result: PlanResult, spec: StackSpec) -> CostEstimate:
@@ -83,6 +83,23 @@ def print_teardown(report: TeardownReport) -> None:
     )
 
 
+def _deployments(record: Any) -> list[dict[str, Any]]:
+    """The stack's deployments from its metadata server, with the token from its backend."""
+    import json
+    import urllib.request
+
+    from provisioner import api
+    from runner.secrets import resolve_token
+
+    out = resolve_token(api.outputs(record.name))
+    token = out.metadata.token.get_secret_value() if out.metadata.token else ""
+    req = urllib.request.Request(f"{out.metadata.url}/deployments?stack={record.name}")
+    req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        data: list[dict[str, Any]] = json.loads(resp.read())
+    return data
+
+
 @click.command()
 @click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -98,7 +115,7 @@ def cost(name: str | None, as_json: bool) -> None:
     registry = StateRegistry()
     records = [api.record(name, registry)] if name else registry.list()
     at = clock()
-    spends = [spend(r, registry, at=at) for r in records]
+    spends = [spend(r, registry, at=at, deployments=_deployments) for r in records]
     if as_json:
         print_json([s.model_dump(mode="json") for s in spends])
         return
@@ -157,7 +174,7 @@ def prices() -> None:
 def prices_refresh() -> None:
     """Fetch current prices (needs AWS credentials) into $MLSTACK_HOME/prices.json."""
     from provisioner.cost.refresh import refresh
-    from provisioner.errors import UsageError
+    from stacks.common.errors import UsageError
 
     try:
         out = refresh()

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, Field
 
 if TYPE_CHECKING:
-    from provisioner.progress import Progress
     from provisioner.state import StackRecord, StateRegistry
+    from stacks.common.progress import Progress
 
 
 class TeardownItem(BaseModel):

@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from provisioner.progress import Progress
 from provisioner.state import StackRecord
 from provisioner.teardown import TeardownItem
+from stacks.common.progress import Progress
 from stacks.local import registry
 from stacks.local.supervisor import is_alive, stop
 
@@ -31,7 +31,7 @@ def _endpoints(stack_dir: Path) -> list[tuple[Path, dict]]:
 
 
 def _uses_docker(record: StackRecord) -> bool:
-    flavor = record.spec.get("components", {}).get("orchestrator", {}).get("flavor")
+    flavor = record.spec.flavor_of("orchestrator")
     return bool(record.services.get("registry")) or flavor == "docker"
 
 

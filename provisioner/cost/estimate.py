@@ -16,7 +16,7 @@ from provisioner.cost.catalog import Catalog, Component, load
 
 if TYPE_CHECKING:
     from provisioner.engines.base import PlannedChange, PlanResult
-    from provisioner.spec import StackSpec
+    from stacks.spec import StackSpec
 
 
 class LineItem(BaseModel):
@@ -189,7 +189,7 @@ def estimate_plan(
 ) -> CostEstimate:
     """Standing cost per resource and component, per-use prices, unpriced resources named."""
     catalog = catalog or load()
-    region = "local" if plan.provider == "local" else (spec.region if spec else None) or ""
+    region = "local" if plan.provider == "local" else getattr(spec, "region", None) or ""
     if plan.provider == "kubernetes":
         region = "kubernetes"
     live = [c for c in plan.changes if c.action != "delete"]

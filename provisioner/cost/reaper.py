@@ -20,8 +20,8 @@ from typing import Literal
 from filelock import FileLock, Timeout
 from pydantic import BaseModel, Field
 
-from provisioner.errors import MlstackError, StackLocked, UsageError
 from provisioner.state import StackRecord, StateRegistry, now
+from stacks.common.errors import MlstackError, StackLocked, UsageError
 
 CLOCK_ENV = "MLSTACK_NOW"
 Log = Callable[[str], None]
@@ -77,7 +77,7 @@ def decide(record: StackRecord, registry: StateRegistry, at: datetime) -> Decisi
     """Whether the reaper destroys this stack now, and why (or why not)."""
     from provisioner.cost.spend import spend
 
-    budget = record.spec.get("budget")
+    budget = record.spec.budget
     if record.status == "destroyed":
         return Decision(stack=record.name, action="skip", reason="already destroyed")
     if record.expires_at is None and budget is None:

@@ -8,8 +8,7 @@ the stack's metadata server while the stack is up and reachable from here.
 
 from __future__ import annotations
 
-import json
-import urllib.request
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +17,10 @@ from pydantic import BaseModel, Field
 from provisioner.cost.catalog import load
 from provisioner.cost.estimate import CostEstimate, estimate_plan, line_item
 from provisioner.state import StackRecord, StateRegistry, now
+
+# record -> the stack's deployments as the metadata server lists them (the CLI passes one:
+# the provisioner never imports the runner, which resolves the token).
+Fetch = Callable[[StackRecord], list[dict[str, Any]]]
 
 
 class RuntimeCharge(BaseModel):
@@ -62,11 +65,10 @@ def record_estimate(record: StackRecord, registry: StateRegistry) -> CostEstimat
     except (OSError, ValueError):
         pass
     from provisioner.engines import get_engine
-    from provisioner.errors import MlstackError
-    from provisioner.spec import StackSpec
+    from stacks.common.errors import MlstackError
 
+    spec = record.spec
     try:
-        spec = StackSpec.model_validate(record.spec)
         plan = get_engine(record.provider, registry).plan(spec)
     except (MlstackError, ValueError, ImportError):
         return None
@@ -91,13 +93,14 @@ def spend(
     registry: StateRegistry | None = None,
     at: datetime | None = None,
     runtime: bool = True,
+    deployments: Fetch | None = None,
 ) -> StackSpend:
     """Standing cost over the stack's lifetime plus the runtime usage known so far."""
     registry = registry or StateRegistry()
     end = ended_at(record) or at or now()
     hours = max((end - record.created_at).total_seconds(), 0.0) / 3600
     estimate = record_estimate(record, registry)
-    budget = record.spec.get("budget")
+    budget = record.spec.budget
     result = StackSpend(
         stack=record.name,
         stack_id=record.stack_id,
@@ -118,7 +121,7 @@ def spend(
         result.components = {n: s.per_hour * hours for n, s in estimate.components.items()}
         result.unpriced += estimate.unpriced
     if runtime and record.status != "destroyed":
-        charges, notes = runtime_charges(record, registry, end)
+        charges, notes = runtime_charges(record, end, deployments)
         result.runtime, result.notes = charges, notes
         result.unpriced += [
             f"{c.component}/{c.resource}: {c.note}" for c in charges if c.amount is None
@@ -127,30 +130,20 @@ def spend(
     return result
 
 
-def _deployments(record: StackRecord, registry: StateRegistry) -> list[dict[str, Any]]:
-    from provisioner import api
-
-    out = api.outputs(record.name, registry, resolve_secrets=True)
-    token = out.metadata.token.get_secret_value() if out.metadata.token else ""
-    req = urllib.request.Request(f"{out.metadata.url}/deployments?stack={record.name}")
-    req.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        data: list[dict[str, Any]] = json.loads(resp.read())
-    return data
-
-
 def runtime_charges(
-    record: StackRecord, registry: StateRegistry, at: datetime
+    record: StackRecord, at: datetime, fetch: Fetch | None
 ) -> tuple[list[RuntimeCharge], list[str]]:
-    """Endpoint hours from the metadata server, priced from the catalog's runtime kinds."""
+    """Endpoint hours from the metadata server (``fetch``), priced from the catalog."""
+    if fetch is None:
+        return [], ["runtime usage not asked for (no metadata client given)"]
     try:
-        deployments = _deployments(record, registry)
+        deployments = fetch(record)
     except Exception as exc:  # unreachable from here: say so, never guess
         return [], [f"runtime usage unknown: metadata server not reachable ({type(exc).__name__})"]
     catalog = load()
-    region = record.spec.get("region") or ("local" if record.provider == "local" else "")
-    deployer = (record.outputs or {}).get("deployer", {}).get("kind", record.provider)
-    default_type = record.spec.get("components", {}).get("deployer", {}).get("instance_type")
+    region = getattr(record.spec, "region", None) or ("local" if record.provider == "local" else "")
+    deployer = record.outputs.deployer.kind if record.outputs else record.provider
+    default_type = getattr(record.spec.components.deployer, "instance_type", None)
     charges: list[RuntimeCharge] = []
     for dep in deployments:
         kind = "sagemaker_endpoint" if deployer == "sagemaker" else "local_endpoint"

@@ -10,9 +10,9 @@ import importlib
 from collections.abc import Callable
 from datetime import datetime
 
-from provisioner.errors import UsageError
-from provisioner.spec import StackSpec, parse_ttl
 from provisioner.state import StackRecord, StateRegistry, now
+from stacks.common.errors import UsageError
+from stacks.spec import StackSpec, parse_ttl
 
 # provider -> "module:function(record, old_expiry)", imported only when used.
 EXTENDERS: dict[str, str] = {}
@@ -59,4 +59,4 @@ def with_lifetime(spec: StackSpec, ttl: str | None, budget: float | None) -> Sta
         if not 0 < budget <= 1_000_000:
             raise UsageError(f"--budget {budget:g}: must be more than 0 and at most 1000000")
         data["budget"] = float(budget)
-    return StackSpec.model_validate(data)
+    return type(spec).model_validate(data)

@@ -14,9 +14,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from provisioner.state import StackRecord, StateRegistry
+from provisioner.teardown import TeardownItem
 from stacks.common.errors import MlstackError, UsageError
 from stacks.common.progress import NullProgress, Progress
-from provisioner.teardown import TeardownItem
 from stacks.outputs import StackOutputs
 from stacks.spec import StackSpec
 

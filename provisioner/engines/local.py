@@ -15,8 +15,8 @@ from typing import Literal
 
 from provisioner.engines.base import Engine, PlannedChange, PlanResult, ServiceStatus
 from provisioner.state import ServiceRecord, StackRecord, now
-from stacks.common.errors import ServiceFailed, UsageError
 from provisioner.teardown import TeardownItem
+from stacks.common.errors import ServiceFailed, UsageError
 from stacks.local import (
     artifact_store,
     deployer,

@@ -18,8 +18,8 @@ from provisioner.cost.catalog import load
 from provisioner.cost.estimate import estimate_plan
 from provisioner.cost.reaper import decide, reap
 from provisioner.engines.pulumi_plan import mock_plan
-from provisioner.spec import load_spec
 from provisioner.state import StackRecord, StateRegistry
+from stacks.spec import load_spec
 from tests.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[3]
