@@ -183,7 +183,7 @@ class Engine(ABC):
         return []
 
     def _fail_on_leftovers(self, record: StackRecord, after: Literal["drain", "destroy"]) -> None:
-        from provisioner.errors import EngineError
+        from stacks.common.errors import EngineError
 
         left = self._leftovers(record, after)
         if left:
