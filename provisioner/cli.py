@@ -45,39 +45,49 @@ def validate(spec_file: Path) -> None:
 def plan(spec_file: Path, as_json: bool) -> None:
     """Show what `up` would start, stop or change. Changes nothing."""
     from provisioner import api
+    from provisioner.cli_cost import plan_estimate, print_plan_cost, resource_cost_cells
     from stacks.spec import load_spec
 
-    result = api.plan(load_spec(spec_file))
+    spec = load_spec(spec_file)
+    result = api.plan(spec)
+    estimate = plan_estimate(result, spec)
     if as_json:
         from provisioner.render import print_json
 
-        print_json(result.model_dump(mode="json") | {"summary": result.summary()})
+        data = result.model_dump(mode="json") | {"summary": result.summary()}
+        print_json(data | {"cost": estimate.public()})
         return
     from rich.table import Table
 
     from provisioner.render import console, styled
 
+    cells = resource_cost_cells(estimate)
     table = Table(title=f"plan for stack {result.stack} ({result.provider})", box=None)
-    for col in ("component", "resource", "action", "reason", "settings"):
+    for col in ("component", "resource", "action", "reason", "$/hour", "$/month", "settings"):
         table.add_column(col)
     for c in result.changes:
-        settings = ", ".join(f"{k}={v}" for k, v in c.details.items())
-        table.add_row(c.component, c.resource, styled(c.action), c.reason, settings)
+        settings = ", ".join(f"{k}={v}" for k, v in c.details.items() if k != "task_definition")
+        hour, month = cells.get(f"{c.component}/{c.resource}", ("-", "-"))
+        table.add_row(c.component, c.resource, styled(c.action), c.reason, hour, month, settings)
     out = console()
     out.print(table)
+    print_plan_cost(out, estimate)
     out.print(f"Plan: {result.summary()}.")
 
 
 @cli.command()
 @click.argument("spec_file", type=SPEC)
 @click.option("--json", "as_json", is_flag=True, help="Print the outputs as JSON at the end.")
-def up(spec_file: Path, as_json: bool) -> None:
+@click.option("--ttl", help="Lifetime (30m, 8h, 2d); overrides the spec's ttl.")
+@click.option("--budget", type=float, help="Budget in USD; overrides the spec's budget.")
+def up(spec_file: Path, as_json: bool, ttl: str | None, budget: float | None) -> None:
     """Create or converge a stack; live progress per service, then its outputs."""
     from provisioner import api
+    from provisioner.cost.ttl import with_lifetime
     from provisioner.render import LiveProgress, print_json
     from stacks.spec import load_spec
 
-    spec = load_spec(spec_file)
+    spec = with_lifetime(load_spec(spec_file), ttl, budget)
     with LiveProgress(f"mlstack up {spec.name}") as progress:
         result = api.up(spec, progress=progress, spec_path=str(spec_file.resolve()))
     if as_json:
@@ -183,10 +193,13 @@ def outputs(name: str, as_json: bool, show_secrets: bool) -> None:
 @cli.command()
 @click.argument("name")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def down(name: str, yes: bool) -> None:
-    """Stop and remove everything of a stack; its record stays, marked destroyed."""
+@click.option("--json", "as_json", is_flag=True, help="Print the teardown report as JSON.")
+def down(name: str, yes: bool, as_json: bool) -> None:
+    """Drain, destroy, sweep; end with the teardown report. The record stays, destroyed."""
     from provisioner import api
-    from provisioner.render import LiveProgress
+    from provisioner.cli_cost import print_teardown
+    from provisioner.render import LiveProgress, print_json
+    from provisioner.teardown import teardown
 
     api.record(name)  # a clear error for an unknown name before asking anything
     if not yes:
@@ -194,10 +207,13 @@ def down(name: str, yes: bool) -> None:
             raise UsageError(f"refusing to destroy {name!r} without --yes (no terminal to ask)")
         click.confirm(f"Destroy stack {name!r} and all its data?", abort=True)
     with LiveProgress(f"mlstack down {name}") as progress:
-        result = api.down(name, progress=progress)
-    click.echo(f"stack {name} destroyed in {result.seconds:.1f}s")
-    for item in result.kept:
-        click.echo(f"  kept: {item}")
+        report = teardown(name, progress=progress)
+    if as_json:
+        print_json(report.model_dump(mode="json") | {"ok": report.ok})
+    else:
+        print_teardown(report)
+    if not report.ok:
+        raise SystemExit(1)
 
 
 @cli.command()
@@ -222,6 +238,11 @@ cli.add_command(recover)
 from provisioner.cli_runs import COMMANDS as RUN_COMMANDS  # noqa: E402
 
 for _command in RUN_COMMANDS:
+    cli.add_command(_command)
+
+from provisioner.cli_cost import COMMANDS as COST_COMMANDS  # noqa: E402
+
+for _command in COST_COMMANDS:
     cli.add_command(_command)
 
 from provisioner.cli_images import COMMANDS as IMAGE_COMMANDS  # noqa: E402

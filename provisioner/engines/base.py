@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from provisioner.state import StackRecord, StateRegistry
+from provisioner.teardown import TeardownItem
 from stacks.common.errors import MlstackError, UsageError
 from stacks.common.progress import NullProgress, Progress
 from stacks.outputs import StackOutputs
@@ -68,6 +69,8 @@ class DownResult(BaseModel):
     stopped: list[str]
     seconds: float
     kept: list[str] = Field(default_factory=list)
+    drained: list[TeardownItem] = Field(default_factory=list)
+    leftovers: list[TeardownItem] = Field(default_factory=list)
 
 
 class ServiceStatus(BaseModel):
@@ -104,9 +107,13 @@ class Engine(ABC):
             record.status = "creating"
             record.spec, record.spec_hash = spec, spec.spec_hash()
             record.spec_path = spec_path
-            record.ttl = spec.ttl
             ttl = spec.ttl_delta
-            record.expires_at = record.created_at + ttl if ttl else None
+            expires = record.created_at + ttl if ttl else None
+            # `mlstack extend` pushed the expiry out: an up with the same TTL keeps it.
+            extended = record.ttl == spec.ttl and record.expires_at and expires
+            if not (extended and record.expires_at and expires and record.expires_at > expires):
+                record.expires_at = expires
+            record.ttl = spec.ttl
             record.log("up", "up started")
             self.registry.save(record)
             try:
@@ -138,7 +145,10 @@ class Engine(ABC):
             record.log("down", "down started")
             self.registry.save(record)
             try:
+                drained = self._drain(record)
+                self._fail_on_leftovers(record, "drain")
                 stopped, kept = self._down(record)
+                self._fail_on_leftovers(record, "destroy")
             except BaseException as exc:
                 error = self._failed(record, exc, "down failed")
                 if error is exc:
@@ -151,7 +161,11 @@ class Engine(ABC):
             record.log("down", "destroyed")
             self.registry.save(record)
         return DownResult(
-            stack=name, stopped=stopped, kept=kept, seconds=time.monotonic() - started
+            stack=name,
+            stopped=stopped,
+            kept=kept,
+            drained=drained,
+            seconds=time.monotonic() - started,
         )
 
     def _failed(self, record: StackRecord, exc: BaseException, what: str) -> BaseException:
@@ -165,6 +179,28 @@ class Engine(ABC):
         if isinstance(exc, MlstackError) or not isinstance(exc, Exception):
             return exc
         return self._translate(exc)
+
+    def _drain(self, record: StackRecord) -> list[TeardownItem]:
+        """Remove runtime resources recorded against the stack (endpoints, jobs, images)."""
+        return []
+
+    def _leftovers(
+        self, record: StackRecord, after: Literal["drain", "destroy"]
+    ) -> list[TeardownItem]:
+        """What is still there after the drain (runtime resources) or destroy (anything)."""
+        return []
+
+    def _fail_on_leftovers(self, record: StackRecord, after: Literal["drain", "destroy"]) -> None:
+        from stacks.common.errors import EngineError
+
+        left = self._leftovers(record, after)
+        if left:
+            when = "after the drain, before destroy" if after == "drain" else "after destroy"
+            raise EngineError(
+                f"down of {record.name!r} is not done: {len(left)} left {when}: "
+                + ", ".join(str(i) for i in left[:5]),
+                f"run `mlstack down {record.name}` again",
+            )
 
     def status(self, record: StackRecord) -> list[ServiceStatus]:
         return self._status(record)

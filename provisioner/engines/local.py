@@ -11,9 +11,11 @@ import secrets
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal
 
 from provisioner.engines.base import Engine, PlannedChange, PlanResult, ServiceStatus
 from provisioner.state import ServiceRecord, StackRecord, now
+from provisioner.teardown import TeardownItem
 from stacks.common.errors import ServiceFailed, UsageError
 from stacks.common.process import (
     DaemonFailed,
@@ -252,13 +254,20 @@ class LocalEngine(Engine):
 
     # -- down and status ----------------------------------------------------------------
 
+    def _drain(self, record: StackRecord) -> list[TeardownItem]:
+        from provisioner.cost.drain import drain_local
+
+        return drain_local(record, self.stack_dir(record.name), self.progress)
+
+    def _leftovers(
+        self, record: StackRecord, after: Literal["drain", "destroy"]
+    ) -> list[TeardownItem]:
+        from provisioner.cost.drain import local_leftovers
+
+        return local_leftovers(record, self.stack_dir(record.name), after)
+
     def _down(self, record: StackRecord) -> tuple[list[str], list[str]]:
-        # Model endpoints first: they depend on the tracker.
-        stopped: list[str] = deployer.stop_endpoints(self.stack_dir(record.name))
-        if record.services.get("registry") or record.spec.flavor_of("orchestrator") == "docker":
-            stopped += registry.remove_docker_objects(record.name)
-        for name in stopped:
-            self.progress.update(name, "stopped")
+        stopped: list[str] = []
         processes = [s for s in record.services.values() if s.pid]
 
         def stop_one(svc: ServiceRecord) -> str:

@@ -262,12 +262,18 @@ def test_down_stops_deployments_first(tmp_path: Path, stack: dict) -> None:
     proc, _result = run_json(f"{TRAIN}:training", "--param", "alpha=0.4")
     assert proc.returncode == 0, proc.stderr
     listed = json.loads(run_cli("deployments", "--stack", STACK, "--json", check=True).stdout)
-    pid = next(d for d in listed if d["status"] == "running")["details"]["pid"]
-    run_cli("down", STACK, "--yes", check=True)
-    deadline = time.monotonic() + 10
-    while not gone(pid):
-        assert time.monotonic() < deadline, "the endpoint outlived mlstack down"
-        time.sleep(0.1)
+    live = next(d for d in listed if d["status"] == "running")
+    pid = live["details"]["pid"]
+    proc = run_cli("down", STACK, "--yes", "--json", check=True)
+    assert gone(pid), "the endpoint outlived mlstack down"
+    report = json.loads(proc.stdout)
+    assert [(i["kind"], i["name"]) for i in report["drained"]] == [("endpoint", live["name"])]
+    assert report["ok"] and report["leftovers"] == [] and report["total_spend"] == 0
+    # Drained before anything else: the endpoint's lines come before any service stops.
+    lines = proc.stderr.splitlines()
+    drained_at = max(i for i, ln in enumerate(lines) if ln.startswith(f"endpoint {live['name']}"))
+    first_stop = min(i for i, ln in enumerate(lines) if ln.startswith(("tracker:", "metadata:")))
+    assert drained_at < first_stop, proc.stderr
     run_cli("up", str(stack["spec"]), check=True)  # the fixture's down expects a live stack
 
 

@@ -1,0 +1,80 @@
+"""Drain before destroy, local stacks: runtime resources go first, and are checked gone.
+
+What runs create against a local stack: model endpoints (one ``mlflow models serve`` daemon
+per deployment, recorded as ``stacks/NAME/deployments/*.json``), step containers and built
+images (labelled ``mlstack.stack=NAME`` in the local Docker Engine). ``down`` drains them
+before it stops the stack's services (an endpoint depends on the tracker) and fails while
+any remain.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from stacks.local.supervisor import is_alive, stop
+
+from provisioner.state import StackRecord
+from provisioner.teardown import TeardownItem
+from stacks.common.progress import Progress
+from stacks.local import registry
+
+
+def _endpoints(stack_dir: Path) -> list[tuple[Path, dict]]:
+    found = []
+    for marker in sorted((stack_dir / "deployments").glob("*.json")):
+        try:
+            found.append((marker, json.loads(marker.read_text())))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _uses_docker(record: StackRecord) -> bool:
+    flavor = record.spec.flavor_of("orchestrator")
+    return bool(record.services.get("registry")) or flavor == "docker"
+
+
+def drain_local(record: StackRecord, stack_dir: Path, progress: Progress) -> list[TeardownItem]:
+    """Stop every recorded endpoint (a marker goes only once its process is gone), then
+    remove the stack's containers and images."""
+    drained: list[TeardownItem] = []
+    for marker, data in _endpoints(stack_dir):
+        name = str(data.get("name", marker.stem))
+        progress.update(f"endpoint {name}", "stopping", "drain")
+        stop(data.get("pid"), data.get("create_time"))
+        if is_alive(data.get("pid"), data.get("create_time")):
+            progress.update(f"endpoint {name}", "failed", f"pid {data.get('pid')} still runs")
+            continue
+        marker.unlink(missing_ok=True)
+        drained.append(TeardownItem(kind="endpoint", name=name, detail=f"pid {data.get('pid')}"))
+        progress.update(f"endpoint {name}", "stopped", "drained")
+    if _uses_docker(record):
+        for removed in registry.remove_docker_objects(record.name):
+            kind, _, name = removed.partition(" ")
+            drained.append(TeardownItem(kind=kind, name=name))
+            progress.update(removed, "stopped", "drained")
+    return drained
+
+
+def local_leftovers(
+    record: StackRecord, stack_dir: Path, after: Literal["drain", "destroy"]
+) -> list[TeardownItem]:
+    """Live endpoints after the drain; after destroy also live services and the folder."""
+    left = [
+        TeardownItem(
+            kind="endpoint", name=str(data.get("name", m.stem)), detail=f"pid {data.get('pid')}"
+        )
+        for m, data in _endpoints(stack_dir)
+        if is_alive(data.get("pid"), data.get("create_time"))
+    ]
+    if after == "destroy":
+        left += [
+            TeardownItem(kind="service", name=svc.name, detail=f"pid {svc.pid}")
+            for svc in record.services.values()
+            if svc.pid and is_alive(svc.pid, svc.create_time)
+        ]
+        if stack_dir.exists():
+            left.append(TeardownItem(kind="folder", name=str(stack_dir)))
+    return left
