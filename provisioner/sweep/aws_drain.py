@@ -1,0 +1,93 @@
+"""Drain: remove what a stack created at run time, before ``down`` destroys what Pulumi made.
+
+Runtime resources are found by the stack's exact tag (SageMaker endpoints, endpoint configs,
+models, Batch job definitions), through the stack's job queues (active jobs) and its tagged
+ECR repositories (pushed images; the repository itself stays for Pulumi to delete). Each
+endpoint's delete schedule goes too. An endpoint counts as drained only once it is gone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from provisioner.sweep.aws_delete import Deleter, _message, rank
+from provisioner.sweep.aws_find import Clients, find
+from provisioner.sweep.models import DrainResult, FoundResource
+
+RUNTIME_KINDS = frozenset(
+    {
+        "sagemaker:endpoint",
+        "sagemaker:endpoint-config",
+        "sagemaker:model",
+        "batch:job",
+        "batch:job-definition",
+    }
+)
+
+
+def _images(
+    clients: Clients, repositories: list[FoundResource]
+) -> list[tuple[FoundResource, str, dict[str, str]]]:
+    """Every image in the stack's repositories: (record, repository name, image id)."""
+    ecr = clients("ecr")
+    found = []
+    for repo in repositories:
+        for page in ecr.get_paginator("list_images").paginate(repositoryName=repo.name):
+            for image in page.get("imageIds", []):
+                ref = image.get("imageTag") or image.get("imageDigest", "")
+                image_id = (
+                    {"imageDigest": image["imageDigest"]}
+                    if image.get("imageDigest")
+                    else {"imageTag": ref}
+                )
+                record = FoundResource(
+                    arn=f"{repo.arn}:{ref}",
+                    kind="ecr:image",
+                    name=f"{repo.name}:{ref}",
+                    region=clients.region,
+                )
+                found.append((record, repo.name, image_id))
+    return found
+
+
+def drain(stack_id: str, region: str, *, session: Any = None, timeout: float = 900) -> DrainResult:
+    clients = Clients(region, session)
+    everything = find(clients, stack_id)
+    runtime = sorted(
+        (r for r in everything if r.kind in RUNTIME_KINDS), key=lambda r: (rank(r.kind), r.arn)
+    )
+    repositories = [r for r in everything if r.kind == "ecr:repository"]
+    deleter = Deleter(clients, timeout)
+    for res in runtime:
+        try:
+            deleter.delete(res)
+        except Exception as exc:
+            res.error = _message(exc)
+        else:
+            res.deleted = True
+            if res.kind == "sagemaker:endpoint":
+                _drop_endpoint_schedule(clients, stack_id, res.name)
+    images = _images(clients, repositories)
+    ecr = clients("ecr")
+    for image, repo, image_id in images:
+        try:
+            failures = ecr.batch_delete_image(repositoryName=repo, imageIds=[image_id]).get(
+                "failures", []
+            )
+        except Exception as exc:
+            image.error = _message(exc)
+            continue
+        if failures and failures[0].get("failureCode") != "ImageNotFound":
+            image.error = f"{failures[0].get('failureCode')}: {failures[0].get('failureReason')}"
+        else:
+            image.deleted = True
+    return DrainResult(stack_id=stack_id, region=region, drained=[*runtime, *(i for i, _, _ in images)])
+
+
+def _drop_endpoint_schedule(clients: Clients, stack_id: str, endpoint: str) -> None:
+    from stacks.aws.expiry_runtime import remove_endpoint_schedule
+
+    try:
+        remove_endpoint_schedule(stack_id, endpoint, session=clients.session, region=clients.region)
+    except Exception:  # the schedule's group goes with the stack anyway; never block a drain
+        pass
