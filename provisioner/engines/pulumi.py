@@ -382,6 +382,18 @@ class AwsEngine(PulumiEngine):
     program_module = "stacks.aws.program"
     plugins = {"aws": "pulumi_aws"}
 
+    def _down(self, record: StackRecord) -> tuple[list[str], list[str]]:
+        drained = self._drain(record)
+        deleted, kept = super()._down(record)
+        return [*drained, *deleted], kept
+
+    def _drain(self, record: StackRecord) -> list[str]:
+        """Runtime resources and expiry schedules go first; destroy waits until none remain."""
+        from provisioner.sweep.aws_drain import drain_before_destroy
+
+        region = str(record.spec.get("region") or "")
+        return drain_before_destroy(record.name, record.stack_id, region, self.progress)
+
 
 class KubernetesEngine(PulumiEngine):
     """Kubernetes stacks: ``stacks/kubernetes/program.py`` into an existing cluster."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from provisioner.errors import EngineError
+from provisioner.progress import Progress
 from provisioner.sweep.aws_delete import Deleter, _message, rank
 from provisioner.sweep.aws_find import Clients, find
 from provisioner.sweep.models import DrainResult, FoundResource
@@ -91,3 +93,24 @@ def _drop_endpoint_schedule(clients: Clients, stack_id: str, endpoint: str) -> N
         remove_endpoint_schedule(stack_id, endpoint, session=clients.session, region=clients.region)
     except Exception:  # the schedule's group goes with the stack anyway; never block a drain
         pass
+
+
+def drain_before_destroy(name: str, stack_id: str, region: str, progress: Progress) -> list[str]:
+    """What ``down`` does before destroy: drain, refuse to go on if anything remains, then
+    remove the expiry schedules. Returns one line per resource removed."""
+    from stacks.aws.expiry_runtime import remove_expiry
+
+    progress.update("drain", "stopping", "endpoints, jobs, job definitions, images")
+    result = drain(stack_id, region)
+    if not result.complete:
+        left = ", ".join(f"{r.kind} {r.name} ({r.error})" for r in result.remaining)
+        progress.update("drain", "failed", left[:200])
+        raise EngineError(
+            f"stack {name}: {len(result.remaining)} runtime resources could not be drained: {left}",
+            "nothing was destroyed; fix the cause and run `mlstack down` again",
+        )
+    removed = remove_expiry(stack_id, region=region)
+    progress.update("drain", "stopped", f"{len(result.drained)} runtime resources")
+    return [f"{r.kind} {r.name}" for r in result.drained] + [
+        f"expiry schedule {schedule}" for schedule in removed
+    ]

@@ -74,6 +74,9 @@ def _tagging(clients: Clients, stack_id: str) -> Iterator[FoundResource]:
     pages = clients("resourcegroupstaggingapi").get_paginator("get_resources")
     for page in pages.paginate(TagFilters=[{"Key": STACK_ID_TAG, "Values": [stack_id]}]):
         for item in page.get("ResourceTagMappingList", []):
+            # moto answers some SageMaker ARNs malformed; _sagemaker lists those directly.
+            if not item["ResourceARN"].startswith("arn:"):
+                continue
             if _has_exact_tag(item.get("Tags", []), stack_id):
                 yield _found(item["ResourceARN"], clients.region)
 
@@ -139,7 +142,28 @@ def _schedule_groups(clients: Clients, stack_id: str) -> Iterator[FoundResource]
                 yield _found(group["Arn"], clients.region, "scheduler:schedule-group", group["Name"])
 
 
-SOURCES = (_tagging, _iam_roles, _ecr, _batch, _schedule_groups)
+def _sagemaker(clients: Clients, stack_id: str) -> Iterator[FoundResource]:
+    sm = clients("sagemaker")
+    listings = (
+        ("list_endpoints", "Endpoints", "EndpointArn", "EndpointName", "sagemaker:endpoint"),
+        (
+            "list_endpoint_configs",
+            "EndpointConfigs",
+            "EndpointConfigArn",
+            "EndpointConfigName",
+            "sagemaker:endpoint-config",
+        ),
+        ("list_models", "Models", "ModelArn", "ModelName", "sagemaker:model"),
+    )
+    for method, key, arn_key, name_key, kind in listings:
+        for page in sm.get_paginator(method).paginate():
+            for item in page.get(key, []):
+                tags = sm.list_tags(ResourceArn=item[arn_key]).get("Tags", [])
+                if _has_exact_tag(tags, stack_id):
+                    yield _found(item[arn_key], clients.region, kind, item[name_key])
+
+
+SOURCES = (_tagging, _iam_roles, _ecr, _batch, _schedule_groups, _sagemaker)
 
 
 def find(clients: Clients, stack_id: str) -> list[FoundResource]:

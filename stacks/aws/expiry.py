@@ -24,7 +24,7 @@ from stacks.aws.expiry_targets import (
     role_policy,
     trust_policy,
 )
-from stacks.aws.naming import expiry_group, expiry_role_name
+from stacks.aws.naming import expiry_group, expiry_role_name, physical_name
 
 _PLACEHOLDER = "unresolved"
 
@@ -104,9 +104,10 @@ class Expiry(pulumi.ComponentResource):
         self.schedules: list[aws.scheduler.Schedule] = []
         for planned in expiry_schedules(shape, expires_at):
             schedule = resolved.apply(lambda c, n=planned.name: _named(c, expires_at, n))
+            part = planned.name.removeprefix(f"{physical_name(stack_id)}-")
             self.schedules.append(
                 aws.scheduler.Schedule(
-                    f"expiry-{planned.name}",
+                    f"expiry-{part}",
                     name=planned.name,
                     group_name=self.group.name,
                     description=planned.description,

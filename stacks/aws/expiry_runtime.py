@@ -131,7 +131,8 @@ def remove_endpoint_schedule(
     scheduler = _session(session, region).client("scheduler", region_name=region)
     try:
         scheduler.delete_schedule(
-            Name=endpoint_schedule_name(endpoint_name), GroupName=expiry_group(stack_id)
+            Name=endpoint_schedule_name(stack_id, endpoint_name),
+            GroupName=expiry_group(stack_id),
         )
     except Exception as exc:
         if _missing(exc):

@@ -104,7 +104,7 @@ def expiry_schedules(coords: StackCoordinates, expires_at: str | datetime) -> li
         for label, service in sorted(coords.services.items()):
             found.append(
                 ScheduleDef(
-                    name=f"stop-{label}",
+                    name=physical_name(coords.stack_id, f"stop-{label}", 64),
                     expression=at,
                     target_arn=universal_target("ecs", "updateService", p),
                     input={"Cluster": coords.cluster, "Service": service, "DesiredCount": 0},
@@ -118,7 +118,7 @@ def expiry_schedules(coords: StackCoordinates, expires_at: str | datetime) -> li
         db_arn = coords.arn("rds", f"db:{coords.db_instance}")
         found.append(
             ScheduleDef(
-                name="stop-db",
+                name=physical_name(coords.stack_id, "stop-db", 64),
                 expression=at,
                 target_arn=universal_target("rds", "stopDBInstance", p),
                 input=stop_db,
@@ -129,7 +129,7 @@ def expiry_schedules(coords: StackCoordinates, expires_at: str | datetime) -> li
         )
         found.append(
             ScheduleDef(
-                name="restop-db",
+                name=physical_name(coords.stack_id, "restop-db", 64),
                 expression=RESTOP_EXPRESSION,
                 start_date=iso(expires_at),
                 target_arn=universal_target("rds", "stopDBInstance", p),
@@ -147,7 +147,7 @@ def expiry_schedules(coords: StackCoordinates, expires_at: str | datetime) -> li
         name = coords.compute_environment
         found.append(
             ScheduleDef(
-                name="stop-batch",
+                name=physical_name(coords.stack_id, "stop-batch", 64),
                 expression=at,
                 target_arn=universal_target("batch", "updateComputeEnvironment", p),
                 input={"ComputeEnvironment": name, "ComputeResources": {"MaxvCpus": 0}},
@@ -159,7 +159,7 @@ def expiry_schedules(coords: StackCoordinates, expires_at: str | datetime) -> li
     if coords.load_balancer_arn:
         found.append(
             ScheduleDef(
-                name="delete-lb",
+                name=physical_name(coords.stack_id, "delete-lb", 64),
                 expression=at,
                 target_arn=universal_target("elasticloadbalancingv2", "deleteLoadBalancer", p),
                 input={"LoadBalancerArn": coords.load_balancer_arn},
@@ -171,9 +171,9 @@ def expiry_schedules(coords: StackCoordinates, expires_at: str | datetime) -> li
     return found
 
 
-def endpoint_schedule_name(endpoint_name: str) -> str:
-    digest = hashlib.sha256(endpoint_name.encode()).hexdigest()[:16]
-    return f"delete-endpoint-{digest}"
+def endpoint_schedule_name(stack_id: str, endpoint_name: str) -> str:
+    digest = hashlib.sha256(endpoint_name.encode()).hexdigest()[:12]
+    return physical_name(stack_id, f"delete-ep-{digest}", 64)
 
 
 def endpoint_schedule(
@@ -181,7 +181,7 @@ def endpoint_schedule(
 ) -> ScheduleDef:
     """The delete schedule of one SageMaker endpoint created at run time."""
     return ScheduleDef(
-        name=endpoint_schedule_name(endpoint_name),
+        name=endpoint_schedule_name(coords.stack_id, endpoint_name),
         expression=at_expression(expires_at),
         target_arn=universal_target("sagemaker", "deleteEndpoint", coords.partition),
         input={"EndpointName": endpoint_name},
