@@ -39,15 +39,13 @@ def sweep_aws(
     found = sorted(find(clients, stack_id), key=lambda r: (rank(r.kind), r.arn))
     if delete:
         delete_all(clients, found, timeout)
-    return SweepResult(
-        stack_id=stack_id, provider="aws", region=region, delete=delete, found=found
-    )
+    return SweepResult(stack_id=stack_id, provider="aws", region=region, delete=delete, found=found)
 
 
 def drain_aws(
     stack_id: str, region: str, *, session: Any = None, timeout: float = 900
 ) -> DrainResult:
-    """Remove the stack's runtime resources: endpoints, configs, models, jobs, definitions, images."""
+    """Remove the stack's runtime resources: endpoints, configs, models, jobs, images."""
     from provisioner.sweep.aws_drain import drain
 
     return drain(stack_id, region, session=session, timeout=timeout)

@@ -98,7 +98,9 @@ class Deleter:
         sm = self.c("sagemaker")
         sm.delete_endpoint(EndpointName=res.name)
         wait_until(
-            lambda: _missing(lambda: sm.describe_endpoint(EndpointName=res.name), "ValidationException"),
+            lambda: _missing(
+                lambda: sm.describe_endpoint(EndpointName=res.name), "ValidationException"
+            ),
             f"deleting endpoint {res.name}",
             self.timeout,
         )
@@ -128,7 +130,9 @@ class Deleter:
         if current and current.get("state") != "DISABLED":
             batch.update_job_queue(jobQueue=res.arn, state="DISABLED")
         wait_until(
-            lambda: (q := queue()) is None or (q["state"] == "DISABLED" and q["status"] != "UPDATING"),
+            lambda: (
+                (q := queue()) is None or (q["state"] == "DISABLED" and q["status"] != "UPDATING")
+            ),
             f"disabling job queue {res.name}",
             self.timeout,
         )
@@ -147,7 +151,9 @@ class Deleter:
         if current and current.get("state") != "DISABLED":
             batch.update_compute_environment(computeEnvironment=res.arn, state="DISABLED")
         wait_until(
-            lambda: (e := env()) is None or (e["state"] == "DISABLED" and e["status"] != "UPDATING"),
+            lambda: (
+                (e := env()) is None or (e["state"] == "DISABLED" and e["status"] != "UPDATING")
+            ),
             f"disabling compute environment {res.name}",
             self.timeout,
         )
@@ -249,7 +255,7 @@ class Deleter:
         self._retry_dependency(lambda: self.c("ec2").delete_vpc(VpcId=res.name))
 
     def _retry_dependency(self, call: Callable[[], Any]) -> None:
-        """ENIs of deleted load balancers and tasks linger a few minutes: retry on DependencyViolation."""
+        """ENIs of deleted load balancers and tasks linger minutes: retry DependencyViolation."""
         from botocore.exceptions import ClientError
 
         def attempt() -> bool:
@@ -294,7 +300,9 @@ class Deleter:
         attached = iam.list_attached_role_policies(RoleName=res.name).get("AttachedPolicies", [])
         for policy in attached:
             iam.detach_role_policy(RoleName=res.name, PolicyArn=policy["PolicyArn"])
-        profiles = iam.list_instance_profiles_for_role(RoleName=res.name).get("InstanceProfiles", [])
+        profiles = iam.list_instance_profiles_for_role(RoleName=res.name).get(
+            "InstanceProfiles", []
+        )
         for profile in profiles:
             iam.remove_role_from_instance_profile(
                 InstanceProfileName=profile["InstanceProfileName"], RoleName=res.name

@@ -8,6 +8,7 @@ endpoint's delete schedule goes too. An endpoint counts as drained only once it 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from provisioner.errors import EngineError
@@ -83,16 +84,17 @@ def drain(stack_id: str, region: str, *, session: Any = None, timeout: float = 9
             image.error = f"{failures[0].get('failureCode')}: {failures[0].get('failureReason')}"
         else:
             image.deleted = True
-    return DrainResult(stack_id=stack_id, region=region, drained=[*runtime, *(i for i, _, _ in images)])
+    return DrainResult(
+        stack_id=stack_id, region=region, drained=[*runtime, *(i for i, _, _ in images)]
+    )
 
 
 def _drop_endpoint_schedule(clients: Clients, stack_id: str, endpoint: str) -> None:
     from stacks.aws.expiry_runtime import remove_endpoint_schedule
 
-    try:
+    # The schedule's group goes with the stack anyway; never block a drain on it.
+    with contextlib.suppress(Exception):
         remove_endpoint_schedule(stack_id, endpoint, session=clients.session, region=clients.region)
-    except Exception:  # the schedule's group goes with the stack anyway; never block a drain
-        pass
 
 
 def drain_before_destroy(name: str, stack_id: str, region: str, progress: Progress) -> list[str]:

@@ -63,11 +63,11 @@ def _has_exact_tag(tags: Iterable[dict[str, str]] | dict[str, str], stack_id: st
     )
 
 
-def _found(arn: str, region: str, kind: str | None = None, name: str | None = None) -> FoundResource:
+def _found(
+    arn: str, region: str, kind: str | None = None, name: str | None = None
+) -> FoundResource:
     parsed_kind, parsed_name = kind_and_name(arn)
-    return FoundResource(
-        arn=arn, kind=kind or parsed_kind, name=name or parsed_name, region=region
-    )
+    return FoundResource(arn=arn, kind=kind or parsed_kind, name=name or parsed_name, region=region)
 
 
 def _tagging(clients: Clients, stack_id: str) -> Iterator[FoundResource]:
@@ -126,9 +126,7 @@ def _batch(clients: Clients, stack_id: str) -> Iterator[FoundResource]:
         for definition in page.get("jobDefinitions", []):
             if _has_exact_tag(definition.get("tags") or {}, stack_id):
                 name = f"{definition['jobDefinitionName']}:{definition['revision']}"
-                yield _found(
-                    definition["jobDefinitionArn"], region, "batch:job-definition", name
-                )
+                yield _found(definition["jobDefinitionArn"], region, "batch:job-definition", name)
 
 
 def _schedule_groups(clients: Clients, stack_id: str) -> Iterator[FoundResource]:
@@ -139,7 +137,9 @@ def _schedule_groups(clients: Clients, stack_id: str) -> Iterator[FoundResource]
                 continue
             tags = scheduler.list_tags_for_resource(ResourceArn=group["Arn"]).get("Tags", [])
             if _has_exact_tag(tags, stack_id):
-                yield _found(group["Arn"], clients.region, "scheduler:schedule-group", group["Name"])
+                yield _found(
+                    group["Arn"], clients.region, "scheduler:schedule-group", group["Name"]
+                )
 
 
 def _sagemaker(clients: Clients, stack_id: str) -> Iterator[FoundResource]:

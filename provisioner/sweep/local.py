@@ -8,6 +8,7 @@ containers and images carry the Docker label ``mlstack.stack-id``. Only exact ma
 from __future__ import annotations
 
 import shutil
+from typing import Any
 
 import psutil
 
@@ -108,11 +109,13 @@ def sweep_local(stack_id: str, *, delete: bool = False) -> SweepResult:
     if delete:
         for res, proc in processes:
             _attempt(res, lambda p=proc: stop(p.pid, p.create_time()))
+        docker_client: Any = client
         for res, obj in docker_objects:
+            item: Any = obj
             if res.kind == "local:container":
-                _attempt(res, lambda o=obj: o.remove(force=True))  # type: ignore[attr-defined]
+                _attempt(res, lambda o=item: o.remove(force=True))
             else:
-                _attempt(res, lambda o=obj: client.images.remove(o.id, force=True))  # type: ignore[attr-defined]
+                _attempt(res, lambda o=item: docker_client.images.remove(o.id, force=True))
         if folder:
             _attempt(folder, lambda: shutil.rmtree(folder.name))
     return SweepResult(stack_id=stack_id, provider="local", delete=delete, found=found)

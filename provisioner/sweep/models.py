@@ -1,4 +1,4 @@
-"""Typed results of a sweep and a drain: what still carries the stack's tag, what went, what failed."""
+"""Typed results of a sweep and a drain: what carries the stack's tag, what went, what failed."""
 
 from __future__ import annotations
 
@@ -41,9 +41,7 @@ class SweepResult(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def errors(self) -> list[SweepError]:
-        return [
-            SweepError(arn=r.arn, kind=r.kind, message=r.error) for r in self.found if r.error
-        ]
+        return [SweepError(arn=r.arn, kind=r.kind, message=r.error) for r in self.found if r.error]
 
     @property
     def leftovers(self) -> list[FoundResource]:

@@ -10,6 +10,7 @@ What each schedule calls is built by :mod:`stacks.aws.expiry_targets`.
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pulumi
@@ -103,7 +104,7 @@ class Expiry(pulumi.ComponentResource):
         )
         self.schedules: list[aws.scheduler.Schedule] = []
         for planned in expiry_schedules(shape, expires_at):
-            schedule = resolved.apply(lambda c, n=planned.name: _named(c, expires_at, n))
+            schedule = resolved.apply(functools.partial(_named, expires_at, planned.name))
             part = planned.name.removeprefix(f"{physical_name(stack_id)}-")
             self.schedules.append(
                 aws.scheduler.Schedule(
@@ -128,5 +129,5 @@ class Expiry(pulumi.ComponentResource):
         self.register_outputs({"group": self.group.name})
 
 
-def _named(coords: StackCoordinates, expires_at: str, name: str) -> ScheduleDef:
+def _named(expires_at: str, name: str, coords: StackCoordinates) -> ScheduleDef:
     return next(s for s in expiry_schedules(coords, expires_at) if s.name == name)

@@ -49,9 +49,7 @@ def ensure_group(stack_id: str, *, session: Any = None, region: str | None = Non
     except Exception as exc:
         if not _missing(exc):
             raise
-        scheduler.create_schedule_group(
-            Name=name, Tags=[{"Key": STACK_ID_TAG, "Value": stack_id}]
-        )
+        scheduler.create_schedule_group(Name=name, Tags=[{"Key": STACK_ID_TAG, "Value": stack_id}])
         return name
     tags = scheduler.list_tags_for_resource(ResourceArn=arn).get("Tags", [])
     if not any(t["Key"] == STACK_ID_TAG and t["Value"] == stack_id for t in tags):
@@ -112,7 +110,9 @@ def schedule_endpoint_delete(
     assert role_arn is not None
     account = role_arn.split(":")[4]
     partition = role_arn.split(":")[1]
-    coords = StackCoordinates(stack_id=stack_id, region=region, account_id=account, partition=partition)
+    coords = StackCoordinates(
+        stack_id=stack_id, region=region, account_id=account, partition=partition
+    )
     group = ensure_group(stack_id, session=sess, region=region)
     return create_schedule(
         endpoint_schedule(coords, endpoint_name, expires_at),

@@ -214,9 +214,7 @@ def role_policy(coords: StackCoordinates, expires_at: str | datetime) -> dict[st
                 "Effect": "Allow",
                 "Action": ["sagemaker:DeleteEndpoint"],
                 "Resource": [endpoint_arn_pattern(coords)],
-                "Condition": {
-                    "StringEquals": {f"aws:ResourceTag/{STACK_ID_TAG}": coords.stack_id}
-                },
+                "Condition": {"StringEquals": {f"aws:ResourceTag/{STACK_ID_TAG}": coords.stack_id}},
             }
         )
     return {"Version": "2012-10-17", "Statement": statements}

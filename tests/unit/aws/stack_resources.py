@@ -107,7 +107,11 @@ def create_stack(stack_id: str, *, runtime: bool = True) -> StackResources:
             {
                 "Version": "2012-10-17",
                 "Statement": [
-                    {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [f"arn:aws:s3:::{base}/*"]}
+                    {
+                        "Effect": "Allow",
+                        "Action": ["s3:GetObject"],
+                        "Resource": [f"arn:aws:s3:::{base}/*"],
+                    }
                 ],
             }
         ),
@@ -186,8 +190,10 @@ def add_runtime(out: StackResources) -> None:
     model = sm.create_model(
         ModelName=f"{base}-model",
         ExecutionRoleArn=out.arns["iam:role"],
-        PrimaryContainer={"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/serve:1",
-                          "ModelDataUrl": f"s3://{base}/mlstack/model.tar.gz"},
+        PrimaryContainer={
+            "Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/serve:1",
+            "ModelDataUrl": f"s3://{base}/mlstack/model.tar.gz",
+        },
         Tags=tags,
     )
     sm.create_endpoint_config(
@@ -232,9 +238,13 @@ def exists(kind: str, res: StackResources) -> bool:
         elif kind == "iam:role":
             client("iam").get_role(RoleName=name)
         elif kind == "ec2:vpc":
-            return bool(client("ec2").describe_vpcs(Filters=[{"Name": "vpc-id", "Values": [name]}])["Vpcs"])
+            return bool(
+                client("ec2").describe_vpcs(Filters=[{"Name": "vpc-id", "Values": [name]}])["Vpcs"]
+            )
         elif kind == "ec2:subnet":
-            found = client("ec2").describe_subnets(Filters=[{"Name": "subnet-id", "Values": [name]}])
+            found = client("ec2").describe_subnets(
+                Filters=[{"Name": "subnet-id", "Values": [name]}]
+            )
             return bool(found["Subnets"])
         elif kind == "ec2:security-group":
             found = client("ec2").describe_security_groups(

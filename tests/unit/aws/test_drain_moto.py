@@ -11,7 +11,12 @@ from provisioner.sweep import drain_aws
 
 pytestmark = pytest.mark.services
 
-RUNTIME = ("sagemaker:endpoint", "sagemaker:endpoint-config", "sagemaker:model", "batch:job-definition")
+RUNTIME = (
+    "sagemaker:endpoint",
+    "sagemaker:endpoint-config",
+    "sagemaker:model",
+    "batch:job-definition",
+)
 INFRA = ("s3:bucket", "ecr:repository", "batch:job-queue", "batch:compute-environment", "iam:role")
 
 

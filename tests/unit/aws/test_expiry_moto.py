@@ -54,7 +54,9 @@ def billing_stack(stack_id: str) -> Billing:
         ]["SubnetId"]
     )
     ecs = client("ecs")
-    ecs.create_cluster(clusterName=f"{base}-services", tags=[{"key": STACK_ID_TAG, "value": stack_id}])
+    ecs.create_cluster(
+        clusterName=f"{base}-services", tags=[{"key": STACK_ID_TAG, "value": stack_id}]
+    )
     task = ecs.register_task_definition(
         family=f"{base}-metadata",
         containerDefinitions=[{"name": "metadata", "image": "busybox", "memory": 512}],
@@ -147,7 +149,9 @@ def test_schedules_exist_and_each_target_stops_what_it_should(aws_env: str) -> N
     for name in ("stop-metadata", "stop-mlflow", "stop-db", "stop-batch", "delete-lb"):
         target = found[name]["Target"]
         invoke(session, target["Arn"], target["Input"], REGION)
-    services = ecs.describe_services(cluster=coords.cluster, services=list(coords.services.values()))
+    services = ecs.describe_services(
+        cluster=coords.cluster, services=list(coords.services.values())
+    )
     assert [s["desiredCount"] for s in services["services"]] == [0, 0]
     db = rds.describe_db_instances(DBInstanceIdentifier=coords.db_instance)["DBInstances"][0]
     assert db["DBInstanceStatus"] == "stopped"
@@ -172,7 +176,9 @@ def test_runtime_endpoint_gets_its_own_delete_schedule(aws_env: str) -> None:
     sm = client("sagemaker")
     name = f"mlstack-{stack_id}-endpoint"
     role = billing.role_arn
-    sm.create_model(ModelName=f"{name}-model", ExecutionRoleArn=role, PrimaryContainer={"Image": "x"})
+    sm.create_model(
+        ModelName=f"{name}-model", ExecutionRoleArn=role, PrimaryContainer={"Image": "x"}
+    )
     sm.create_endpoint_config(
         EndpointConfigName=f"{name}-config",
         ProductionVariants=[
@@ -208,20 +214,27 @@ def test_extend_moves_and_down_removes_only_this_stacks_schedules(aws_env: str) 
     assert moved == sorted(f"mlstack-{ours}-{n}" for n in listed(ours))
     for name, schedule in listed(ours).items():
         if name == "restop-db":
-            assert schedule["StartDate"] == later and schedule["ScheduleExpression"] == "rate(1 day)"
+            assert (
+                schedule["StartDate"] == later and schedule["ScheduleExpression"] == "rate(1 day)"
+            )
         else:
             assert schedule["ScheduleExpression"] == f"at({later.strftime('%Y-%m-%dT%H:%M:%S')})"
         assert schedule["Target"]["RoleArn"] == billing.role_arn  # the rest is kept
         assert json.loads(schedule["Target"]["Input"])
     untouched = listed(theirs)
-    assert all(s["ScheduleExpression"] != f"at({later.strftime('%Y-%m-%dT%H:%M:%S')})" for s in untouched.values())
+    assert all(
+        s["ScheduleExpression"] != f"at({later.strftime('%Y-%m-%dT%H:%M:%S')})"
+        for s in untouched.values()
+    )
 
     removed = remove_expiry(ours, region=REGION)
     assert removed == moved
     with pytest.raises(ClientError, match="ResourceNotFound"):
         client("scheduler").get_schedule_group(Name=expiry_group(ours))
     assert listed(theirs) == untouched
-    assert remove_expiry(ours, region=REGION) == [] and move_expiry(ours, later, region=REGION) == []
+    assert (
+        remove_expiry(ours, region=REGION) == [] and move_expiry(ours, later, region=REGION) == []
+    )
 
 
 def test_a_group_without_the_stacks_tag_is_refused(aws_env: str) -> None:

@@ -23,7 +23,9 @@ def _match(value: Any, shape: Any) -> Any:
         out = {}
         for key, item in value.items():
             real = members.get(key.lower())
-            assert real is not None, f"{key!r} is not a member of {shape.name}: {sorted(shape.members)}"
+            assert real is not None, (
+                f"{key!r} is not a member of {shape.name}: {sorted(shape.members)}"
+            )
             out[real] = _match(item, shape.members[real])
         missing = set(shape.required_members) - set(out)
         assert not missing, f"{shape.name} needs {sorted(missing)}"

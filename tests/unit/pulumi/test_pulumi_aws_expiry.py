@@ -127,9 +127,7 @@ def test_the_role_may_make_exactly_those_calls_on_exactly_those_resources(full: 
     assert grants["elasticloadbalancing:DeleteLoadBalancer"]["Resource"] == [LB_ARN]
     endpoint = grants["sagemaker:DeleteEndpoint"]
     assert endpoint["Resource"] == [f"arn:aws:sagemaker:{acct}:endpoint/{BASE}-*"]
-    assert endpoint["Condition"] == {
-        "StringEquals": {"aws:ResourceTag/mlstack:stack-id": STACK_ID}
-    }
+    assert endpoint["Condition"] == {"StringEquals": {"aws:ResourceTag/mlstack:stack-id": STACK_ID}}
     assert set(grants) == {
         "ecs:UpdateService", "rds:StopDBInstance", "batch:UpdateComputeEnvironment",
         "elasticloadbalancing:DeleteLoadBalancer", "sagemaker:DeleteEndpoint",
@@ -137,8 +135,12 @@ def test_the_role_may_make_exactly_those_calls_on_exactly_those_resources(full: 
 
 
 def test_no_ttl_means_no_expiry_and_optional_parts_follow_the_spec() -> None:
-    never = run_stack_program(make_spec(), "stacks.aws.program", STACK_ID, {**CONFIG, "mlstack:expiresAt": "never"})
-    assert not never.of_type(SCHEDULE) and not never.of_type("aws:scheduler/scheduleGroup:ScheduleGroup")
+    never = run_stack_program(
+        make_spec(), "stacks.aws.program", STACK_ID, {**CONFIG, "mlstack:expiresAt": "never"}
+    )
+    assert not never.of_type(SCHEDULE) and not never.of_type(
+        "aws:scheduler/scheduleGroup:ScheduleGroup"
+    )
     lean = run(make_spec(tracker="none", deployer="none"))
     assert "stop-mlflow" not in schedules(lean) and "stop-metadata" in schedules(lean)
     policy = json.loads(lean.named("expiry-policy").inputs["policy"])
