@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from provisioner.errors import UsageError
+from stacks.common.errors import UsageError
 
 STACK_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?-[a-z0-9]{6}$")
 
@@ -27,7 +27,7 @@ def _target(
         from provisioner import api
 
         rec = api.record(name)
-        spec_region = rec.spec.get("region") if isinstance(rec.spec, dict) else None
+        spec_region = getattr(rec.spec, "region", None)
         return rec.stack_id, provider or rec.provider, region or spec_region
     assert stack_id is not None
     if not STACK_ID.match(stack_id):

@@ -391,7 +391,7 @@ class AwsEngine(PulumiEngine):
         """Runtime resources and expiry schedules go first; destroy waits until none remain."""
         from provisioner.sweep.aws_drain import drain_before_destroy
 
-        region = str(record.spec.get("region") or "")
+        region = str(getattr(record.spec, "region", None) or "")
         return drain_before_destroy(record.name, record.stack_id, region, self.progress)
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from provisioner.errors import EngineError
-from provisioner.progress import Progress
 from provisioner.sweep.aws_delete import Deleter, _message, rank
 from provisioner.sweep.aws_find import Clients, find
 from provisioner.sweep.models import DrainResult, FoundResource
+from stacks.common.errors import EngineError
+from stacks.common.progress import Progress
 
 RUNTIME_KINDS = frozenset(
     {

@@ -47,8 +47,8 @@ def test_down_drains_before_destroy_starts(
     aws_env: str, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from provisioner.engines.pulumi import AwsEngine, PulumiEngine
-    from provisioner.progress import NullProgress
     from provisioner.state import StackRecord, StateRegistry
+    from stacks.common.progress import NullProgress
 
     stack = create_stack(new_stack_id())
     name = stack.stack_id.rsplit("-", 1)[0]
