@@ -235,6 +235,10 @@ from provisioner.cli_cloud import recover, refresh  # noqa: E402 - refresh/recov
 cli.add_command(refresh)
 cli.add_command(recover)
 
+from provisioner.cli_sweep import sweep  # noqa: E402 - stack-scoped leak sweep
+
+cli.add_command(sweep)
+
 from provisioner.cli_runs import COMMANDS as RUN_COMMANDS  # noqa: E402
 
 for _command in RUN_COMMANDS:

@@ -53,7 +53,7 @@ class TeardownReport(BaseModel):
 
 Sweeper = Callable[["StackRecord"], tuple[list[TeardownItem], list[TeardownItem]]]
 # provider -> "module:function(record) -> (swept, leftovers)", imported only when used.
-SWEEPERS: dict[str, str] = {}
+SWEEPERS: dict[str, str] = {"aws": "provisioner.sweep.aws_drain:sweep_after_destroy"}
 
 
 def _sweeper(provider: str) -> Sweeper | None:

@@ -79,6 +79,7 @@ class DockerLauncher:
             volumes=mounts_for(self.outputs, self.scratch),
             labels={
                 "mlstack.stack": self.outputs.stack,
+                "mlstack.stack-id": self.outputs.stack_id,  # what `mlstack sweep` goes by
                 "mlstack.run": self.run_label,
                 "mlstack.step": step_id,
             },

@@ -15,7 +15,16 @@ from stacks.common.errors import UsageError
 from stacks.spec import StackSpec, parse_ttl
 
 # provider -> "module:function(record, old_expiry)", imported only when used.
-EXTENDERS: dict[str, str] = {}
+EXTENDERS: dict[str, str] = {"aws": "provisioner.cost.ttl:move_aws_expiry"}
+
+
+def move_aws_expiry(record: StackRecord, old: datetime | None) -> None:
+    """Move the stack's EventBridge expiry schedules to its new ``expires_at``."""
+    from stacks.aws.expiry_runtime import move_expiry
+
+    if record.expires_at is not None:
+        region = str(getattr(record.spec, "region", None) or "")
+        move_expiry(record.stack_id, record.expires_at, region=region)
 
 
 def extend(name: str, by: str, registry: StateRegistry | None = None) -> StackRecord:

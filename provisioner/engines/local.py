@@ -36,7 +36,7 @@ from stacks.local import (
     secrets_backend,
     tracker,
 )
-from stacks.local.base import LocalContext, ServiceDef
+from stacks.local.base import STACK_ID_ENV, STACK_ID_FILE, LocalContext, ServiceDef
 from stacks.outputs import StackOutputs
 from stacks.spec import LocalStackSpec, StackSpec
 
@@ -111,6 +111,9 @@ class LocalEngine(Engine):
     ) -> tuple[list[str], list[str], StackOutputs]:
         ctx = self._context(spec)
         ctx.stack_dir.mkdir(parents=True, exist_ok=True)
+        # Mark what belongs to this stack id, so `mlstack sweep --stack-id` finds it stateless.
+        (ctx.stack_dir / STACK_ID_FILE).write_text(record.stack_id, encoding="utf-8")
+        self._stack_id = record.stack_id
         # The secrets backend comes first: the metadata server's token lives in it.
         store_svc = secrets_backend.service(ctx)
         assert store_svc.prepare is not None
@@ -200,7 +203,8 @@ class LocalEngine(Engine):
             svc.prepare()
         log = ctx.path("logs", f"{svc.name}.log")
         try:
-            daemon = spawn(svc.argv(port), log=log, cwd=ctx.stack_dir, env=svc.env)
+            env = {**svc.env, STACK_ID_ENV: getattr(self, "_stack_id", "")}
+            daemon = spawn(svc.argv(port), log=log, cwd=ctx.stack_dir, env=env)
         except OSError as exc:  # a missing program: say which and how to get it
             self.progress.update(svc.name, "failed", str(exc))
             raise ServiceFailed(f"{svc.name} cannot start: {exc}") from None

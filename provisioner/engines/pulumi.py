@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field, ValidationError
 from provisioner.engines.base import DownResult, Engine, PlanResult, ServiceStatus, UpResult
 from provisioner.engines.pulumi_events import EventRecorder, translate
 from provisioner.state import StackRecord
+from provisioner.teardown import TeardownItem
 from stacks.common.errors import EngineError, UsageError
 from stacks.outputs import OUTPUTS_VERSION, StackOutputs
 from stacks.spec import StackSpec
@@ -381,6 +382,13 @@ class AwsEngine(PulumiEngine):
     provider = "aws"
     program_module = "stacks.aws.program"
     plugins = {"aws": "pulumi_aws"}
+
+    def _drain(self, record: StackRecord) -> list[TeardownItem]:
+        """Runtime resources and expiry schedules go first; destroy waits until none remain."""
+        from provisioner.sweep.aws_drain import drain_before_destroy
+
+        region = str(getattr(record.spec, "region", None) or "")
+        return drain_before_destroy(record.name, record.stack_id, region, self.progress)
 
 
 class KubernetesEngine(PulumiEngine):

@@ -69,6 +69,11 @@ DETAILS: dict[str, dict[str, str]] = {
     "aws:ec2/vpc:Vpc": {"cidr": "cidrBlock"},
     "aws:ec2/subnet:Subnet": {"cidr": "cidrBlock"},
     "aws:iam/role:Role": {"name": "name"},
+    "aws:scheduler/schedule:Schedule": {
+        "schedule": "scheduleExpression",
+        "starts": "startDate",
+        "target": "target.arn",
+    },
     "kubernetes:core/v1:Namespace": {"name": "metadata.name"},
     "kubernetes:apps/v1:Deployment": {
         "count": "spec.replicas",

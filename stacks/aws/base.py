@@ -8,13 +8,14 @@ names. Tags reach every taggable resource through the provider's ``default_tags`
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
+from stacks.aws.naming import physical_name
+from stacks.common.tags import STACK_ID_TAG, STACK_TAG
 from stacks.spec import AwsStackSpec as StackSpec
 
 # Actions that AWS does not scope to a resource: the only statements allowed ``"Resource": "*"``.
@@ -47,17 +48,14 @@ class StackIdentity:
 
     def name(self, part: str = "", limit: int = 63) -> str:
         """``mlstack-<stack id>[-part]``, shortened to ``mlstack-<suffix>-part`` past ``limit``."""
-        full = "-".join(p for p in ("mlstack", self.stack_id, part) if p)
-        if len(full) > limit:
-            full = "-".join(p for p in ("ml", self.suffix, part) if p)[:limit]
-        return re.sub(r"-+", "-", full).strip("-")
+        return physical_name(self.stack_id, part, limit)
 
     def tags(self) -> dict[str, str]:
         """The tags every resource carries: stack id, owner, expiry, plus the spec's own tags."""
         return {
             **self.spec.tags,
-            "mlstack:stack": self.spec.name,
-            "mlstack:stack-id": self.stack_id,
+            STACK_TAG: self.spec.name,
+            STACK_ID_TAG: self.stack_id,
             "mlstack:owner": self.owner,
             "mlstack:expires-at": self.expires_at,
             "mlstack:managed-by": "mlstack",

@@ -146,7 +146,7 @@ class MetadataServer(pulumi.ComponentResource):
             ctx, "metadata-database-url", database_url(self.db, db_password, DB_NAME), self
         )
         image = spec.components.metadata.image or default_image(repository_url)
-        fargate_service(
+        self.service = fargate_service(
             ctx,
             self,
             self.platform,

@@ -15,6 +15,7 @@ import pulumi
 from stacks.aws.artifact_store import ArtifactStore
 from stacks.aws.base import AwsContext, StackIdentity
 from stacks.aws.deployer import ModelDeployer
+from stacks.aws.expiry import Expiry
 from stacks.aws.metadata import MetadataServer
 from stacks.aws.orchestrator import Orchestrator
 from stacks.aws.registry import ContainerRegistry
@@ -36,6 +37,7 @@ COMPONENTS = {
     MetadataServer.TYPE: "metadata",
     Tracker.TYPE: "tracker",
     ModelDeployer.TYPE: "deployer",
+    Expiry.TYPE: "expiry",
 }
 
 
@@ -61,13 +63,28 @@ def program(spec: StackSpec) -> None:
         opts=opts,
     )
     tracker: dict[str, Any] = {"kind": "none"}
+    services = {"metadata": metadata.service}
     if components.tracker.flavor is TrackerFlavor.mlflow:
-        tracker = Tracker(ctx, metadata=metadata, bucket=store.bucket, opts=opts).outputs()
+        mlflow = Tracker(ctx, metadata=metadata, bucket=store.bucket, opts=opts)
+        services["mlflow"] = mlflow.service
+        tracker = mlflow.outputs()
     deployer: dict[str, Any] = {"kind": "none"}
     if components.deployer.flavor is DeployerFlavor.sagemaker:
         deployer = ModelDeployer(
             ctx, bucket_arn=store.arn, repository_arn=registry.arn, opts=opts
         ).outputs(ctx)
+    if ident.expires_at != "never":
+        Expiry(
+            ctx,
+            expires_at=ident.expires_at,
+            cluster=metadata.platform.cluster,
+            services=services,
+            db=metadata.db,
+            compute=orchestrator.compute,
+            load_balancer=metadata.platform.load_balancer,
+            endpoints=components.deployer.flavor is DeployerFlavor.sagemaker,
+            opts=opts,
+        )
 
     exports: dict[str, Any] = {
         "version": OUTPUTS_VERSION,

@@ -67,7 +67,7 @@ class Tracker(pulumi.ComponentResource):
             database_url(metadata.db, metadata.db_password, DB_NAME),
             self,
         )
-        fargate_service(
+        self.service = fargate_service(
             ctx,
             self,
             metadata.platform,

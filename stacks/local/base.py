@@ -12,6 +12,10 @@ from typing import Any
 
 from stacks.spec import LocalStackSpec as StackSpec
 
+# What marks a stack id's local resources: its daemons' environment and its folder.
+STACK_ID_ENV = "MLSTACK_STACK_ID"
+STACK_ID_FILE = ".stack-id"
+
 
 @dataclass(frozen=True)
 class LocalContext:

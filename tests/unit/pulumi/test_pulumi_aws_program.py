@@ -59,7 +59,7 @@ def test_every_component_creates_its_resources(full: MockRun) -> None:
         by_component.setdefault(res.component, set()).add(res.type)
     assert set(by_component) == {
         "artifact_store", "container_registry", "secrets", "orchestrator", "tracker",
-        "metadata", "deployer",
+        "metadata", "deployer", "expiry",
     }  # fmt: skip
     assert "aws:s3/bucket:Bucket" in by_component["artifact_store"]
     assert "aws:ecr/repository:Repository" in by_component["container_registry"]
@@ -182,7 +182,7 @@ def test_policies_name_only_this_stacks_resources(full: MockRun) -> None:
     statements = _statements(full)
     assert {name for name, _ in statements} == {
         "batch-execution-policy", "job-policy", "service-execution-policy",
-        "mlflow-task-policy", "sagemaker-policy",
+        "mlflow-task-policy", "sagemaker-policy", "expiry-policy",
     }  # fmt: skip
     for name, statement in statements:
         assert statement["Effect"] == "Allow"

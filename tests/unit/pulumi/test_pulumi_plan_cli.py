@@ -39,6 +39,10 @@ AWS_RESOURCES = {
         "mlflow-service",
     },
     "deployer": {"sagemaker-role", "sagemaker-policy"},
+    "expiry": {
+        "expiry-group", "expiry-role", "expiry-policy", "expiry-stop-batch", "expiry-stop-db",
+        "expiry-restop-db", "expiry-stop-metadata", "expiry-stop-mlflow", "expiry-delete-lb",
+    },
 }  # fmt: skip
 
 

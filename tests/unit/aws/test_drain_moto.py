@@ -1,0 +1,78 @@
+"""Drain on a real moto server: runtime resources go, the stack's infrastructure stays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from stack_resources import REGION, client, create_stack, exists, new_stack_id
+
+from provisioner.sweep import drain_aws
+
+pytestmark = pytest.mark.services
+
+RUNTIME = (
+    "sagemaker:endpoint",
+    "sagemaker:endpoint-config",
+    "sagemaker:model",
+    "batch:job-definition",
+)
+INFRA = ("s3:bucket", "ecr:repository", "batch:job-queue", "batch:compute-environment", "iam:role")
+
+
+def test_drain_removes_endpoints_configs_models_definitions_and_images(aws_env: str) -> None:
+    ours = create_stack(new_stack_id())
+    theirs = create_stack(f"{ours.stack_id}-{new_stack_id('two')}")
+    result = drain_aws(ours.stack_id, REGION, timeout=60)
+    assert result.complete, result.remaining
+    kinds = [r.kind for r in result.drained]
+    assert set(RUNTIME) | {"ecr:image"} == set(kinds)
+    assert kinds.index("sagemaker:endpoint") < kinds.index("sagemaker:endpoint-config")
+    assert kinds.index("sagemaker:endpoint-config") < kinds.index("sagemaker:model")
+    for kind in RUNTIME:
+        assert not exists(kind, ours), kind
+    images = client("ecr").list_images(repositoryName=ours.names["ecr:repository"])["imageIds"]
+    assert images == []
+    for kind in INFRA:  # Pulumi's to destroy, not drain's
+        assert exists(kind, ours), kind
+    for kind in RUNTIME + INFRA:
+        assert exists(kind, theirs), kind
+    theirs_images = client("ecr").list_images(repositoryName=theirs.names["ecr:repository"])
+    assert len(theirs_images["imageIds"]) == 1
+    again = drain_aws(ours.stack_id, REGION, timeout=60)
+    assert again.drained == []
+
+
+def test_down_drains_before_destroy_starts(
+    aws_env: str, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from provisioner.engines.pulumi import AwsEngine, PulumiEngine
+    from provisioner.state import StackRecord, StateRegistry
+    from stacks.common.progress import NullProgress
+
+    stack = create_stack(new_stack_id())
+    name = stack.stack_id.rsplit("-", 1)[0]
+    record = StackRecord(
+        name=name,
+        stack_id=stack.stack_id,
+        provider="aws",
+        status="up",
+        spec={"name": name, "provider": "aws", "region": REGION},
+        spec_hash="x",
+    )
+    registry = StateRegistry(home)
+    registry.save(record)
+    seen: dict[str, bool] = {}
+
+    def destroy(self: PulumiEngine, rec: StackRecord) -> tuple[list[str], list[str]]:
+        # Stands in for the Pulumi destroy (no Pulumi CLI here): what exists when it starts.
+        seen.update({kind: exists(kind, stack) for kind in RUNTIME + INFRA})
+        return ["pulumi destroy"], []
+
+    monkeypatch.setattr(PulumiEngine, "_down", destroy)
+    monkeypatch.setattr(PulumiEngine, "_command", lambda self: object())  # no Pulumi CLI here
+    result = AwsEngine(registry, NullProgress()).down(name)
+    assert seen == {**dict.fromkeys(RUNTIME, False), **dict.fromkeys(INFRA, True)}
+    drained = [str(item) for item in result.drained]
+    assert f"sagemaker:endpoint mlstack-{stack.stack_id}-endpoint" in drained
+    assert result.stopped == ["pulumi destroy"] and result.kept == []
