@@ -65,6 +65,8 @@ def plan(spec_file: Path, as_json: bool) -> None:
         table.add_row(c.component, c.resource, styled(c.action), c.reason, settings)
     out = console()
     out.print(table)
+    for note in result.notes:
+        out.print(f"note: {note}")
     out.print(f"Plan: {result.summary()}.")
 
 
