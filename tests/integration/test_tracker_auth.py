@@ -88,8 +88,11 @@ def outputs(url: str, password: str | None) -> StackOutputs:
     data: dict[str, Any] = {
         "stack": "authtest", "stack_id": "authtest-a1b2c3", "provider": "aws",
         "artifact_store": {"kind": "s3", "uri": "s3://unused/mlstack"},
-        "container_registry": {"kind": "ecr", "url": "unused", "auth": "ecr"},
-        "orchestrator": {"kind": "aws_batch"}, "secrets": {"kind": "aws_secrets_manager"},
+        "container_registry": {"kind": "ecr", "url": "unused"},
+        "orchestrator": {"kind": "aws_batch", "job_queue": "q", "job_role_arn": "r",
+                         "execution_role_arn": "e", "log_group": "l"},
+        "secrets": {"kind": "aws_secrets_manager", "prefix": "mlstack/authtest-a1b2c3/",
+                    "region": "eu-west-1"},
         "tracker": {"kind": "mlflow", "uri": url, "username": USERNAME,
                     "password_secret": "mlstack-tracker-password"},
         "deployer": {"kind": "none"}, "metadata": {"url": "https://unused:8080"},
