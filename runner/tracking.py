@@ -119,8 +119,8 @@ class MlflowTracker(TrackerClient):
             raise TrackerError(
                 f"the tracker of stack {outputs.stack!r} needs a password that was not"
                 f" resolved (secret {tracker.password_secret!r})",
-                "use the outputs from `mlstack outputs NAME --show-secrets` or the API's"
-                " outputs(name, resolve_secrets=True)",
+                "resolve the outputs' secrets first (runner.secrets.resolve_token), as"
+                " `mlstack run` does",
             )
         return cls(tracker.uri, username=tracker.username, password=password, ca_pem=tracker.ca_pem)
 
