@@ -71,6 +71,8 @@ def plan(spec_file: Path, as_json: bool) -> None:
         table.add_row(c.component, c.resource, styled(c.action), c.reason, hour, month, settings)
     out = console()
     out.print(table)
+    for note in result.notes:
+        out.print(f"note: {note}")
     print_plan_cost(out, estimate)
     out.print(f"Plan: {result.summary()}.")
 

@@ -52,7 +52,9 @@ def metadata_client(outputs: StackOutputs) -> MetadataClient:
 
     token = outputs.metadata.token
     assert token is not None
-    return MetadataClient(outputs.metadata.url, token.get_secret_value())
+    return MetadataClient(
+        outputs.metadata.url, token.get_secret_value(), ca_pem=outputs.metadata.ca_pem
+    )
 
 
 @click.command()

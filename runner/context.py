@@ -48,7 +48,11 @@ class StepContext:
         from runner.metadata.client import MetadataClient
 
         token = self.outputs.metadata.token
-        return MetadataClient(self.outputs.metadata.url, token.get_secret_value() if token else "")
+        return MetadataClient(
+            self.outputs.metadata.url,
+            token.get_secret_value() if token else "",
+            ca_pem=self.outputs.metadata.ca_pem,
+        )
 
     @cached_property
     def tracker(self) -> TrackerClient:

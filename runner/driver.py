@@ -135,7 +135,9 @@ class _Driver:
         self.launcher = launcher
         self.no_cache = no_cache
         self.progress = progress
-        self.client: MetadataClient = MetadataClient(outputs.metadata.url, token.get_secret_value())
+        self.client: MetadataClient = MetadataClient(
+            outputs.metadata.url, token.get_secret_value(), ca_pem=outputs.metadata.ca_pem
+        )
         self.tracker = TrackerClient.for_outputs(outputs)
         self.store = store
         self.state = {name: "pending" for name in compiled.order}

@@ -47,7 +47,11 @@ def execute_step(
     from runner.sdk import PipelineSource, find_step
 
     token = outputs.metadata.token
-    client = MetadataClient(outputs.metadata.url, token.get_secret_value() if token else "")
+    client = MetadataClient(
+        outputs.metadata.url,
+        token.get_secret_value() if token else "",
+        ca_pem=outputs.metadata.ca_pem,
+    )
     record = client.get_step(step_id)
     spec = record.spec
     ctx = StepContext(

@@ -395,7 +395,9 @@ class _Recorder:
         if client is None and token is not None:
             from runner.metadata.client import MetadataClient
 
-            self.client = MetadataClient(outputs.metadata.url, token.get_secret_value())
+            self.client = MetadataClient(
+                outputs.metadata.url, token.get_secret_value(), ca_pem=outputs.metadata.ca_pem
+            )
             self.owned = True
 
     def why_build(self) -> str:

@@ -8,8 +8,10 @@ registers a version tagged with the pipeline run it came from.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
+import os
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -82,12 +84,32 @@ class TrackerClient:
 
 
 class MlflowTracker(TrackerClient):
-    """MLflow over its REST API (stdlib http.client: cheap to build, fork-safe)."""
+    """MLflow over its REST API (stdlib http.client: cheap to build, fork-safe).
+
+    With ``username``/``password`` every request carries HTTP basic auth (MLflow's basic-auth
+    app); an ``https://`` URI is verified against ``ca_pem`` when given, else the system store.
+    """
 
     uri: str
 
-    def __init__(self, uri: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        uri: str,
+        timeout: float = 30.0,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        ca_pem: str | None = None,
+    ) -> None:
         self.uri = uri.rstrip("/")
+        self._username = username
+        self._password = password
+        self._ca_pem = ca_pem
+        self._auth = (
+            "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+            if username and password
+            else None
+        )
         parsed = urllib.parse.urlsplit(self.uri)
         self._host = parsed.hostname or "127.0.0.1"
         self._port = parsed.port or (443 if parsed.scheme == "https" else 80)
@@ -96,15 +118,37 @@ class MlflowTracker(TrackerClient):
 
     @classmethod
     def from_outputs(cls, outputs: StackOutputs) -> TrackerClient:
-        assert isinstance(outputs.tracker, MlflowTrackerOutputs)
-        return cls(outputs.tracker.uri)
+        tracker = outputs.tracker
+        assert isinstance(tracker, MlflowTrackerOutputs)
+        password = tracker.password.get_secret_value() if tracker.password else None
+        if tracker.username and not password:
+            raise TrackerError(
+                f"the tracker of stack {outputs.stack!r} needs a password that was not"
+                f" resolved (secret {tracker.password_secret!r})",
+                "resolve the outputs' secrets first (runner.secrets.resolve_token), as"
+                " `mlstack run` does",
+            )
+        return cls(tracker.uri, username=tracker.username, password=password, ca_pem=tracker.ca_pem)
+
+    def __repr__(self) -> str:
+        return f"MlflowTracker(uri={self.uri!r}, username={self._username!r})"
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if not self._https:
+            return http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+        from runner.tls import client_context
+
+        return http.client.HTTPSConnection(
+            self._host, self._port, timeout=self._timeout, context=client_context(self._ca_pem)
+        )
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        conn = cls(self._host, self._port, timeout=self._timeout)
+        conn = self._connection()
         try:
             payload = json.dumps(body).encode() if body is not None else None
             headers = {"Content-Type": "application/json"} if payload else {}
+            if self._auth:
+                headers["Authorization"] = self._auth
             conn.request(method, f"/api/2.0/mlflow/{path}", body=payload, headers=headers)
             resp = conn.getresponse()
             data = resp.read()
@@ -115,7 +159,17 @@ class MlflowTracker(TrackerClient):
             ) from None
         finally:
             conn.close()
-        parsed = json.loads(data or b"{}")
+        if resp.status in (401, 403):
+            raise TrackerError(
+                f"experiment tracker at {self.uri} refused the credentials ({resp.status})",
+                "resolve the stack's outputs with its secrets (the tracker password)"
+                if not self._auth
+                else "the tracker password in the secrets backend does not match the server's",
+            )
+        try:
+            parsed = json.loads(data or b"{}")
+        except ValueError:
+            parsed = {}
         if resp.status >= 400:
             raise TrackerError(
                 f"experiment tracker answered {resp.status} to {path}: "
@@ -247,6 +301,14 @@ class MlflowTracker(TrackerClient):
         import mlflow.sklearn
         from mlflow.tracking import MlflowClient
 
+        # MLflow's own client reads credentials and the CA from the environment (this step only).
+        if self._username and self._password:
+            os.environ["MLFLOW_TRACKING_USERNAME"] = self._username
+            os.environ["MLFLOW_TRACKING_PASSWORD"] = self._password
+        if self._ca_pem:
+            from runner.tls import ca_file
+
+            os.environ["MLFLOW_TRACKING_SERVER_CERT_PATH"] = ca_file(self._ca_pem)
         mlflow.set_tracking_uri(self.uri)
         if not ctx.tracker_run_id:
             raise TrackerError("this run has no tracker run to log the model to")

@@ -148,9 +148,18 @@ SecretsOutputs = Annotated[
 # -- trackers ----------------------------------------------------------------------------
 
 
+CA_DOC = "PEM of the private CA that signed the endpoint's certificate; clients trust only it"
+
+
 class MlflowTrackerOutputs(_Out):
     kind: Literal["mlflow"] = "mlflow"
     uri: str
+    ca_pem: str | None = Field(None, description=CA_DOC)
+    username: str | None = Field(None, description="basic-auth user of the tracking server")
+    password: SecretStr | None = Field(None, description="basic-auth password; never persisted")
+    password_secret: str | None = Field(
+        None, description="Name of the basic-auth password in the secrets backend"
+    )
 
 
 class NoTrackerOutputs(_Out):
@@ -194,6 +203,7 @@ DeployerOutputs = Annotated[
 
 class MetadataOutputs(_Out):
     url: str
+    ca_pem: str | None = Field(None, description=CA_DOC)
     token: SecretStr | None = Field(None, description="Bearer token; never persisted")
     token_secret: str = Field(TOKEN_SECRET, description="Name of the token in the secrets backend")
 
@@ -219,6 +229,8 @@ class StackOutputs(_Out):
         """JSON-able outputs with every secret value removed (for state files and output)."""
         data = self.model_dump(mode="json")
         data["metadata"]["token"] = None
+        if "password" in data["tracker"]:
+            data["tracker"]["password"] = None
         return data
 
     def revealed(self) -> dict[str, Any]:
@@ -226,12 +238,20 @@ class StackOutputs(_Out):
         data = self.model_dump(mode="json")
         token = self.metadata.token
         data["metadata"]["token"] = token.get_secret_value() if token else None
+        password = getattr(self.tracker, "password", None)
+        if password is not None:
+            data["tracker"]["password"] = password.get_secret_value()
         return data
 
     def with_token(self, token: str) -> StackOutputs:
         """A copy whose metadata token is set (resolved from the secrets backend)."""
         metadata = self.metadata.model_copy(update={"token": SecretStr(token)})
         return self.model_copy(update={"metadata": metadata})
+
+    def with_tracker_password(self, password: str) -> StackOutputs:
+        """A copy whose tracker password is set (resolved from the secrets backend)."""
+        tracker = self.tracker.model_copy(update={"password": SecretStr(password)})
+        return self.model_copy(update={"tracker": tracker})
 
 
 COMPONENTS = (

@@ -20,7 +20,8 @@ from stacks.common.progress import NullProgress, Progress
 from stacks.outputs import StackOutputs
 from stacks.spec import StackSpec
 
-Action = Literal["create", "start", "restart", "unchanged", "delete"]
+# update and replace come from a real `pulumi preview` of a live cloud stack.
+Action = Literal["create", "start", "restart", "update", "replace", "unchanged", "delete"]
 
 
 class PlannedChange(BaseModel):
@@ -38,6 +39,8 @@ class PlanResult(BaseModel):
     stack: str
     provider: str
     changes: list[PlannedChange]
+    # What the plan is (a real preview or the desired resources) and settings worth a warning.
+    notes: list[str] = Field(default_factory=list)
 
     @property
     def has_changes(self) -> bool:

@@ -217,6 +217,10 @@ class PulumiEngine(Engine):
         for key in self._program().SECRET_CONFIG:
             if f"mlstack:{key}" not in existing:
                 config[f"mlstack:{key}"] = ConfigValue(secrets.token_hex(24), secret=True)
+        generate = getattr(self._program(), "generated_config", None)  # e.g. TLS material
+        for key, (value, secret) in (generate(spec) if generate else {}).items():
+            if f"mlstack:{key}" not in existing:
+                config[f"mlstack:{key}"] = ConfigValue(value, secret=secret)
         stack.set_all_config(config)
         for plugin, package in self.plugins.items():
             version = importlib_metadata.version(package)
@@ -239,11 +243,23 @@ class PulumiEngine(Engine):
 
     def _plan(self, spec: StackSpec, record: StackRecord | None) -> PlanResult:
         from provisioner.engines.pulumi_plan import mock_plan
+        from provisioner.engines.pulumi_preview import cli_available, preview
 
         live = record is not None and record.status != "destroyed"
+        warnings: list[str] = getattr(self._program(), "plan_warnings", lambda _: [])(spec)
+        if live and record is not None and cli_available(self.registry.home):
+            return preview(self, spec, record, warnings)
         stack_id = record.stack_id if record and live else f"{spec.name}-{PLAN_SUFFIX}"
         reason = "desired state; up applies only the differences" if live else "new stack"
-        return mock_plan(spec, self.program_module, stack_id, reason)
+        result = mock_plan(spec, self.program_module, stack_id, reason)
+        if live:
+            warnings = [
+                "this stack is up, and without the Pulumi CLI this plan lists the desired"
+                " resources (an offline mock run), not a diff; `up` applies only the"
+                " differences; with the Pulumi CLI installed, plan shows the real preview",
+                *warnings,
+            ]
+        return result.model_copy(update={"notes": warnings})
 
     def _up(
         self, spec: StackSpec, record: StackRecord
@@ -389,6 +405,18 @@ class AwsEngine(PulumiEngine):
 
         region = str(getattr(record.spec, "region", None) or "")
         return drain_before_destroy(record.name, record.stack_id, region, self.progress)
+
+    def _configure(self, stack: Any, spec: StackSpec, record: StackRecord) -> None:
+        """Also: build and push the metadata image during up, when the spec names none."""
+        from pulumi.automation import ConfigValue
+
+        from provisioner.engines.pulumi_image import require_docker
+
+        super()._configure(stack, spec, record)
+        publish = spec.components.metadata.image is None
+        if publish:
+            require_docker()
+        stack.set_config("mlstack:publishImage", ConfigValue("true" if publish else "false"))
 
 
 class KubernetesEngine(PulumiEngine):

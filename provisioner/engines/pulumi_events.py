@@ -148,6 +148,21 @@ def _stderr_error(exc: BaseException) -> str:
     return clean_diagnostic(lines[-1]) if lines else ""
 
 
+# Failures with a known cause and what to do (matched in the lowercased headline).
+KNOWN_CAUSES = (
+    (
+        "service linked role",
+        "the account's first use of ECS/Batch: AWS is still creating its service-linked role"
+        " (a minute or two); run `mlstack up` again (it resumes), or create it once with"
+        " `aws iam create-service-linked-role --aws-service-name ecs.amazonaws.com`",
+    ),
+    (
+        "building the metadata server's image failed",
+        "see the reason above; or set components.metadata.image to an image you pushed",
+    ),
+)
+
+
 def translate(
     exc: BaseException, recorder: EventRecorder | None, name: str, verb: str, log: str = ""
 ) -> MlstackError:
@@ -179,8 +194,9 @@ def translate(
         else:
             detail = failure[1] if failure else _stderr_error(exc) or "see the log"
             headline = f"{verb} of stack {name!r} failed: {detail}"
+        hint = next((h for cause, h in KNOWN_CAUSES if cause in headline.lower()), None)
         return EngineError(
             headline,
-            f"fix the cause and run `mlstack {verb}` again (it resumes){see_log}",
+            (hint or f"fix the cause and run `mlstack {verb}` again (it resumes)") + see_log,
         )
     return EngineError(f"{verb} of stack {name!r} failed: {type(exc).__name__}: {exc}")

@@ -101,6 +101,7 @@ class MockedResource:
     custom: bool
     provider: str = ""
     component: str = ""
+    dependencies: list[str] = field(default_factory=list)  # URNs of explicit depends_on
 
     def get(self, path: str) -> Any:
         """The input at a dotted path (``spec.ports.0.port``), or None."""
@@ -144,6 +145,10 @@ def _fake_state(typ: str, name: str, inputs: dict[str, Any], region: str) -> dic
     """Inputs echoed back plus the computed attributes other resources and outputs read."""
     physical = _physical_name(typ, name, inputs)
     state = dict(inputs)
+    if typ == "kubernetes:core/v1:Service" and (inputs.get("spec") or {}).get("type") == (
+        "LoadBalancer"
+    ):  # what the cloud's load balancer controller reports once it has an address
+        state["status"] = {"loadBalancer": {"ingress": [{"hostname": f"{name}.plan.example"}]}}
     if not typ.startswith("aws:"):
         return state
     acct = PLAN_ACCOUNT
@@ -234,7 +239,8 @@ def run_program(
         from pulumi.runtime.sync_await import _sync_await
 
         settings.ROOT.set(None)
-        settings.SETTINGS.outputs = set()
+        # a set in recent SDKs, a deque in older ones (3.165): keep the installed type
+        settings.SETTINGS.outputs = type(settings.SETTINGS.outputs)()
         settings.SETTINGS.lock = threading.Lock()
         pulumi.runtime.set_all_config(dict(config), list(secret_keys or []))
         mocks = _make_mocks(region)
@@ -243,10 +249,12 @@ def run_program(
             def __init__(self) -> None:
                 super().__init__(mocks)
                 self.parents: dict[str, str] = {}
+                self.dependencies: dict[str, list[str]] = {}
 
             def RegisterResource(self, request: Any) -> Any:
                 response = super().RegisterResource(request)
                 self.parents[response.urn] = request.parent
+                self.dependencies[response.urn] = list(request.dependencies)
                 return response
 
         monitor = ParentRecordingMonitor()
@@ -270,7 +278,7 @@ def run_program(
 def _collect(monitor: Any, mocks: Any, exported: dict[str, Any], table: dict[str, str]) -> MockRun:
     resources: list[MockedResource] = []
     parents: dict[str, str] = monitor.parents
-    for urn in monitor.get_registered_resources():
+    for urn in list(parents):  # every registration, in order (older SDKs lack a getter)
         type_ = urn.split("::")[2].split("$")[-1]
         name = urn.split("::")[-1]
         inputs, provider, custom = mocks.inputs.get((type_, name), ({}, "", False))
@@ -287,6 +295,7 @@ def _collect(monitor: Any, mocks: Any, exported: dict[str, Any], table: dict[str
                 custom=custom,
                 provider=provider,
                 component=component,
+                dependencies=monitor.dependencies.get(urn, []),
             )
         )
     return MockRun(resources=resources, outputs=exported, components=table)
@@ -310,12 +319,19 @@ def run_stack_program(
     """Run a provider's stack program module (``stacks.aws.program``) for ``spec`` under mocks."""
     mod = importlib.import_module(module) if isinstance(module, str) else module
     secret_names: tuple[str, ...] = mod.SECRET_CONFIG
+    generate = getattr(mod, "generated_config", None)
+    generated = generate(spec) if generate else {}
+    if config is None:
+        config = plan_config(spec, secret_names)
+        config.update({f"mlstack:{k}": v for k, (v, _) in generated.items()})
+    secret_keys = [f"mlstack:{name}" for name in secret_names]
+    secret_keys += [f"mlstack:{k}" for k, (_, secret) in generated.items() if secret]
     return run_program(
         lambda: mod.program(spec),
         project=mod.PROJECT,
         stack=stack_id,
-        config=config if config is not None else plan_config(spec, secret_names),
-        secret_keys=[f"mlstack:{name}" for name in secret_names],
+        config=config,
+        secret_keys=secret_keys,
         region=getattr(spec, "region", None) or "us-east-1",
         components=mod.COMPONENTS,
     )

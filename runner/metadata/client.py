@@ -77,8 +77,10 @@ class MetadataClient:
     appears in a message, a repr or a log line.
     """
 
-    def __init__(self, url: str, token: str, timeout: float = 10.0) -> None:
-        self._http = Transport(url, token, timeout)
+    def __init__(
+        self, url: str, token: str, timeout: float = 10.0, ca_pem: str | None = None
+    ) -> None:
+        self._http = Transport(url, token, timeout, ca_pem)
         self.url = self._http.url
         self.timeout = timeout
 

@@ -48,7 +48,7 @@ def encode_body(model: type[BaseModel], what: str, **fields: Any) -> bytes:
 class Transport:
     """One kept-alive HTTP connection to a metadata server, and its error mapping."""
 
-    def __init__(self, url: str, token: str, timeout: float) -> None:
+    def __init__(self, url: str, token: str, timeout: float, ca_pem: str | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise MetadataError(
@@ -69,6 +69,7 @@ class Transport:
             raise MetadataError(f"metadata server URL {url!r} has a bad port") from exc
         self._prefix = parts.path.rstrip("/")
         self._token = SecretStr(token)
+        self._ca_pem = ca_pem
         self._conn: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()
         self._pid = os.getpid()
@@ -208,8 +209,17 @@ class Transport:
             self._drop()
             conn = None
         if conn is None:
-            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            conn = self._conn = cls(self._host, self._port, timeout=self.timeout)
+            if self._https:
+                from runner.tls import client_context
+
+                conn = self._conn = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=self.timeout,
+                    context=client_context(self._ca_pem),
+                )  # fmt: skip
+            else:
+                conn = self._conn = http.client.HTTPConnection(
+                    self._host, self._port, timeout=self.timeout
+                )
         return conn, conn.sock is not None
 
     def _drop(self) -> None:

@@ -53,7 +53,7 @@ def secrets_backend(outputs: StackOutputs) -> SecretsBackend:
 
 
 def resolve_token(outputs: StackOutputs) -> StackOutputs:
-    """The outputs with the metadata token filled in from the stack's secrets backend."""
+    """The outputs with the metadata token (and a tracker password) from the secrets backend."""
     from stacks.common.errors import SecretsError
 
     token = secrets_backend(outputs).get(outputs.metadata.token_secret)
@@ -62,4 +62,15 @@ def resolve_token(outputs: StackOutputs) -> StackOutputs:
             f"the metadata token of stack {outputs.stack!r} is missing from its secrets backend",
             f"run `mlstack up` for {outputs.stack!r} to restore it",
         )
-    return outputs.with_token(token)
+    outputs = outputs.with_token(token)
+    secret = getattr(outputs.tracker, "password_secret", None)
+    if secret:  # cloud trackers behind MLflow's basic-auth app
+        password = secrets_backend(outputs).get(secret)
+        if password is None:
+            raise SecretsError(
+                f"the tracker password of stack {outputs.stack!r} is missing from its secrets"
+                " backend",
+                f"run `mlstack up` for {outputs.stack!r} to restore it",
+            )
+        outputs = outputs.with_tracker_password(password)
+    return outputs

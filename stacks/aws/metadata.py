@@ -6,12 +6,11 @@ spec, no final snapshot, no deletion protection). The metadata server uses datab
 ``metadata``; the tracker creates its own database ``mlflow`` on the same instance.
 
 Its image is ``components.metadata.image``; by default ``<stack registry>:metadata-<version>``,
-which you build and push once after ``up`` (see the README, "Cloud stacks").
+which ``up`` builds and pushes (:mod:`stacks.aws.image`).
+The load balancer's listeners speak HTTPS only (see :mod:`stacks.aws.tls`).
 """
 
 from __future__ import annotations
-
-from importlib import metadata as importlib_metadata
 
 import pulumi
 import pulumi_aws as aws
@@ -24,9 +23,11 @@ from stacks.aws.base import (
     policy_document,
     service_role,
 )
+from stacks.aws.image import metadata_image
 from stacks.aws.network import Network
-from stacks.aws.secrets import TOKEN_SECRET, stack_secret
+from stacks.aws.secrets import TOKEN_SECRET, StackSecret, stack_secret
 from stacks.aws.service import Container, Platform, fargate_service
+from stacks.aws.tls import Tls
 from stacks.spec.aws import AwsMlflowTracker, AwsStackSpec
 
 DB_USER = "mlstack"
@@ -35,15 +36,6 @@ DB_ENGINE_VERSION = "16"
 DB_STORAGE_GIB = 20
 PORT = 8080
 COMMAND = ["python", "-m", "runner.metadata.server", "--host", "0.0.0.0", "--port", str(PORT)]
-
-
-def default_image(repository_url: pulumi.Input[str]) -> pulumi.Output[str]:
-    """``<stack registry>:metadata-<mlstack version>``: the image the README shows how to push."""
-    try:
-        version = importlib_metadata.version("mlstack")
-    except importlib_metadata.PackageNotFoundError:
-        version = "dev"
-    return pulumi.Output.concat(repository_url, f":metadata-{version}")
 
 
 def database_url(
@@ -68,7 +60,7 @@ class MetadataServer(pulumi.ComponentResource):
         network: Network,
         repository_url: pulumi.Output[str],
         repository_arn: pulumi.Output[str],
-        token_secret: aws.secretsmanager.Secret,
+        token_secret: StackSecret,
         db_password: pulumi.Input[str],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -106,15 +98,20 @@ class MetadataServer(pulumi.ComponentResource):
             security_groups=[network.alb_sg.id],
             subnets=network.subnet_ids,
             enable_deletion_protection=False,
+            drop_invalid_header_fields=True,
             opts=child,
         )
+        domain = spec.network.domain
         self.platform = Platform(
             network=network,
             cluster=cluster,
             load_balancer=load_balancer,
             execution_role=execution_role,
             log_group=log_group,
+            tls=Tls.create(spec, self, ctx.name("tls")),
+            host=pulumi.Output.from_input(domain) if domain else load_balancer.dns_name,
         )
+        self.load_balancer_dns = load_balancer.dns_name
 
         subnet_group = aws.rds.SubnetGroup(
             "db-subnets", name=ctx.name("db", 255), subnet_ids=network.subnet_ids, opts=child
@@ -145,7 +142,9 @@ class MetadataServer(pulumi.ComponentResource):
         url_secret = stack_secret(
             ctx, "metadata-database-url", database_url(self.db, db_password, DB_NAME), self
         )
-        image = spec.components.metadata.image or default_image(repository_url)
+        image = spec.components.metadata.image or metadata_image(
+            repository_url, spec.components.orchestrator.base_image
+        )
         self.service = fargate_service(
             ctx,
             self,
@@ -162,13 +161,14 @@ class MetadataServer(pulumi.ComponentResource):
                     "MLSTACK_METADATA_TOKEN": token_secret.arn,
                     "MLSTACK_METADATA_DATABASE_URL": url_secret.arn,
                 },
+                secret_versions=[token_secret.version, url_secret.version],
             ),
         )
-        self.url = pulumi.Output.concat("http://", load_balancer.dns_name, f":{PORT}")
+        self.url = self.platform.url(PORT)
         self.register_outputs({"url": self.url})
 
     def outputs(self) -> dict[str, object]:
-        return {"url": self.url, "token_secret": TOKEN_SECRET}
+        return {"url": self.url, "token_secret": TOKEN_SECRET, "ca_pem": self.platform.tls.ca_pem}
 
 
 def db_instance_class(spec: AwsStackSpec) -> str:

@@ -1,7 +1,8 @@
 """The stack's own small VPC: two public subnets, no NAT gateway (nothing bills while idle).
 
 Tasks get public IPs for egress (image pulls, package installs) and accept inbound traffic only
-from the stack's load balancer; the database accepts connections only from the service tasks.
+from the stack's load balancer, which accepts HTTPS only, from ``network.allowed_cidrs``; the
+database accepts connections only from the service tasks.
 The network belongs to the orchestrator component (Batch jobs run in it); the tracker and the
 metadata server reuse it.
 """
@@ -14,11 +15,23 @@ import pulumi
 import pulumi_aws as aws
 
 from stacks.aws.base import AwsContext
+from stacks.spec import AwsStackSpec as StackSpec
 
 CIDR = "10.42.0.0/16"
 SUBNETS = ("10.42.0.0/20", "10.42.16.0/20")
 SERVICE_PORTS = (5000, 8080)  # MLflow, metadata server
+LISTENER_PORTS = (443, 8080)  # HTTPS only: MLflow, metadata server
 EVERYWHERE = "0.0.0.0/0"
+
+
+def plan_warnings(spec: StackSpec) -> list[str]:
+    """What ``plan`` should warn about in the network settings."""
+    if EVERYWHERE in spec.network.allowed_cidrs:
+        return [
+            "warning: the load balancer accepts HTTPS from anywhere (0.0.0.0/0); set"
+            " network.allowed_cidrs to your networks (for example [203.0.113.0/24])"
+        ]
+    return []
 
 
 def _egress_all() -> list[aws.ec2.SecurityGroupEgressArgsDict]:
@@ -84,16 +97,16 @@ class Network(pulumi.ComponentResource):
         self.alb_sg = aws.ec2.SecurityGroup(
             "alb-sg",
             name=ctx.name("alb"),
-            description="mlstack load balancer: the tracker and metadata listeners",
+            description="mlstack load balancer: HTTPS listeners of the tracker and metadata",
             vpc_id=self.vpc.id,
             ingress=[
-                {"protocol": "tcp", "from_port": 80, "to_port": 80, "cidr_blocks": [EVERYWHERE]},
                 {
                     "protocol": "tcp",
-                    "from_port": 8080,
-                    "to_port": 8080,
-                    "cidr_blocks": [EVERYWHERE],
-                },
+                    "from_port": port,
+                    "to_port": port,
+                    "cidr_blocks": list(ctx.ident.spec.network.allowed_cidrs),
+                }
+                for port in LISTENER_PORTS
             ],
             egress=[{"protocol": "tcp", "from_port": 0, "to_port": 65535, "cidr_blocks": [CIDR]}],
             opts=child,

@@ -12,6 +12,7 @@ from typing import Any
 
 import pulumi
 
+from stacks.aws import network, tls
 from stacks.aws.artifact_store import ArtifactStore
 from stacks.aws.base import AwsContext, StackIdentity
 from stacks.aws.deployer import ModelDeployer
@@ -27,7 +28,10 @@ from stacks.spec import DeployerFlavor, TrackerFlavor
 
 PROJECT = "mlstack-aws"
 # Secret config values the engine generates once per stack (stored encrypted in the stack).
-SECRET_CONFIG = ("metadataToken", "dbPassword")
+SECRET_CONFIG = ("metadataToken", "dbPassword", "trackerPassword", "trackerFlaskKey")
+# Config generated once per stack from the spec (the TLS material): stacks.aws.tls.
+generated_config = tls.generated_config
+plan_warnings = network.plan_warnings
 # Component resource type -> the spec component it belongs to (for plan grouping).
 COMPONENTS = {
     ArtifactStore.TYPE: "artifact_store",
@@ -65,7 +69,14 @@ def program(spec: StackSpec) -> None:
     tracker: dict[str, Any] = {"kind": "none"}
     services = {"metadata": metadata.service}
     if components.tracker.flavor is TrackerFlavor.mlflow:
-        mlflow = Tracker(ctx, metadata=metadata, bucket=store.bucket, opts=opts)
+        mlflow = Tracker(
+            ctx,
+            metadata=metadata,
+            bucket=store.bucket,
+            password=config.require_secret("trackerPassword"),
+            flask_secret=config.require_secret("trackerFlaskKey"),
+            opts=opts,
+        )
         services["mlflow"] = mlflow.service
         tracker = mlflow.outputs()
     deployer: dict[str, Any] = {"kind": "none"}
@@ -103,3 +114,5 @@ def program(spec: StackSpec) -> None:
     }
     for key, value in exports.items():
         pulumi.export(key, value)
+    # Not part of StackOutputs: where to point network.domain's DNS record (CNAME).
+    pulumi.export("load_balancer_dns", metadata.load_balancer_dns)

@@ -55,4 +55,4 @@ class ContainerRegistry(pulumi.ComponentResource):
         self.register_outputs({"url": self.url})
 
     def outputs(self) -> dict[str, object]:
-        return {"kind": "ecr", "url": self.url, "auth": "ecr"}
+        return {"kind": "ecr", "url": self.url}

@@ -6,17 +6,32 @@ re-created stack can reuse the names at once.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 import pulumi_aws as aws
 
 from stacks.aws.base import AwsContext
 
 TOKEN_SECRET = "mlstack-metadata-token"
+TRACKER_PASSWORD_SECRET = "mlstack-tracker-password"
+
+
+@dataclass(frozen=True)
+class StackSecret:
+    """A secret and its (first) version: readers depend on the version, not just the name."""
+
+    secret: aws.secretsmanager.Secret
+    version: aws.secretsmanager.SecretVersion
+
+    @property
+    def arn(self) -> pulumi.Output[str]:
+        return self.secret.arn
 
 
 def stack_secret(
     ctx: AwsContext, key: str, value: pulumi.Input[str], parent: pulumi.Resource
-) -> aws.secretsmanager.Secret:
+) -> StackSecret:
     """A secret named ``<prefix><key>`` holding ``value`` (kept secret in Pulumi's state)."""
     secret = aws.secretsmanager.Secret(
         key,
@@ -25,13 +40,13 @@ def stack_secret(
         description=f"mlstack stack {ctx.stack_id}: {key}",
         opts=pulumi.ResourceOptions(parent=parent),
     )
-    aws.secretsmanager.SecretVersion(
+    version = aws.secretsmanager.SecretVersion(
         f"{key}-value",
         secret_id=secret.id,
         secret_string=pulumi.Output.secret(value),
         opts=pulumi.ResourceOptions(parent=parent),
     )
-    return secret
+    return StackSecret(secret, version)
 
 
 class SecretsBackend(pulumi.ComponentResource):

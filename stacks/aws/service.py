@@ -1,7 +1,10 @@
 """One long-running container on ECS Fargate behind the stack's load balancer.
 
 Shared by the tracker (MLflow) and the metadata server. Secrets reach the container from
-Secrets Manager through the task definition (``valueFrom``), never through its command line.
+Secrets Manager through the task definition (``valueFrom``), never through its command line;
+the service is created only after every secret version it reads exists. Listeners speak HTTPS
+only (the target groups are plain HTTP inside the VPC). The platform is linux/X86_64, which
+the metadata image ``up`` builds is built for (:data:`PLATFORM`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ import pulumi_aws as aws
 
 from stacks.aws.base import AwsContext
 from stacks.aws.network import Network
+from stacks.aws.tls import SSL_POLICY, Tls
+
+PLATFORM = "linux/amd64"  # the Docker platform of runtime_platform X86_64
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,11 @@ class Platform:
     load_balancer: aws.lb.LoadBalancer
     execution_role: aws.iam.Role
     log_group: aws.cloudwatch.LogGroup
+    tls: Tls
+    host: pulumi.Output[str]  # the name clients use: network.domain or the load balancer's
+
+    def url(self, port: int) -> pulumi.Output[str]:
+        return pulumi.Output.concat("https://", self.host, "" if port == 443 else f":{port}")
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,8 @@ class Container:
     entry_point: list[str] = field(default_factory=list)
     environment: dict[str, pulumi.Input[str]] = field(default_factory=dict)
     secrets: dict[str, pulumi.Output[str]] = field(default_factory=dict)  # env name -> ARN
+    # The secret versions behind ``secrets``: the service waits for them (RDS takes minutes).
+    secret_versions: list[pulumi.Resource] = field(default_factory=list)
     health_path: str = "/health"
     grace_seconds: int = 60
 
@@ -81,6 +94,7 @@ def fargate_service(
         memory=str(container.memory),
         network_mode="awsvpc",
         requires_compatibilities=["FARGATE"],
+        runtime_platform={"operating_system_family": "LINUX", "cpu_architecture": "X86_64"},
         execution_role_arn=platform.execution_role.arn,
         task_role_arn=task_role_arn,
         container_definitions=pulumi.Output.json_dumps([definition]),
@@ -101,7 +115,9 @@ def fargate_service(
         f"{container.name}-listener",
         load_balancer_arn=platform.load_balancer.arn,
         port=container.listener_port,
-        protocol="HTTP",
+        protocol="HTTPS",
+        certificate_arn=platform.tls.certificate_arn,
+        ssl_policy=SSL_POLICY,
         default_actions=[{"type": "forward", "target_group_arn": target.arn}],
         opts=child,
     )
@@ -128,5 +144,7 @@ def fargate_service(
         propagate_tags="SERVICE",  # tasks carry the stack's tags too
         enable_ecs_managed_tags=True,
         wait_for_steady_state=False,
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=[listener]),
+        opts=pulumi.ResourceOptions(
+            parent=parent, depends_on=[listener, *container.secret_versions]
+        ),
     )

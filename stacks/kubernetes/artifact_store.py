@@ -1,7 +1,9 @@
 """Artifact store: MinIO in the namespace, its data on a PersistentVolumeClaim.
 
-A one-shot Job creates the bucket once the server answers; the root credentials live in a
-Secret (the password is generated once per stack by the engine).
+A one-shot Job creates the bucket and the stack's own MinIO user (policy readwrite) once the
+server answers. The root credentials live in Secret ``minio-root``, which only MinIO's pod and
+that Job read (through their env; no Role names it); steps and MLflow use the user's keys in
+``minio-credentials``. Both passwords are generated once per stack by the engine.
 """
 
 from __future__ import annotations
@@ -11,13 +13,21 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from stacks.kubernetes.base import K8sContext, deployment, env_from_secret, volume_claim
+from stacks.kubernetes.base import (
+    K8sContext,
+    deployment,
+    env_from_secret,
+    service_url,
+    volume_claim,
+)
 
 MINIO_IMAGE = "quay.io/minio/minio:RELEASE.2024-12-18T13-15-44Z"
 MC_IMAGE = "quay.io/minio/mc:RELEASE.2024-11-21T17-21-54Z"
 BUCKET = "mlstack"
 CREDENTIALS = "minio-credentials"
+ROOT_CREDENTIALS = "minio-root"
 USER = "mlstack"
+ROOT_USER = "mlstack-root"
 COMPONENT = "artifact_store"
 
 
@@ -30,6 +40,7 @@ class ArtifactStore(pulumi.ComponentResource):
         self,
         ctx: K8sContext,
         password: pulumi.Input[str],
+        user_password: pulumi.Input[str],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(self.TYPE, "artifact-store", None, opts)
@@ -37,20 +48,33 @@ class ArtifactStore(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         self.ctx = ctx
         k8s.core.v1.Secret(
+            "minio-root",
+            metadata=ctx.meta(ROOT_CREDENTIALS, COMPONENT),
+            string_data={
+                "MINIO_ROOT_USER": ROOT_USER,
+                "MINIO_ROOT_PASSWORD": pulumi.Output.secret(password),
+            },
+            opts=child,
+        )
+        k8s.core.v1.Secret(
             "minio-credentials",
             metadata=ctx.meta(CREDENTIALS, COMPONENT),
             string_data={
                 "AWS_ACCESS_KEY_ID": USER,
-                "AWS_SECRET_ACCESS_KEY": pulumi.Output.secret(password),
+                "AWS_SECRET_ACCESS_KEY": pulumi.Output.secret(user_password),
             },
             opts=child,
         )
         claim = volume_claim(ctx, "minio-data", COMPONENT, spec.size_gib, self)
         credentials = [
-            env_from_secret("MINIO_ROOT_USER", CREDENTIALS, "AWS_ACCESS_KEY_ID"),
-            env_from_secret("MINIO_ROOT_PASSWORD", CREDENTIALS, "AWS_SECRET_ACCESS_KEY"),
+            env_from_secret("MINIO_ROOT_USER", ROOT_CREDENTIALS, "MINIO_ROOT_USER"),
+            env_from_secret("MINIO_ROOT_PASSWORD", ROOT_CREDENTIALS, "MINIO_ROOT_PASSWORD"),
         ]
-        server = deployment(
+        user = [
+            env_from_secret("AWS_ACCESS_KEY_ID", CREDENTIALS, "AWS_ACCESS_KEY_ID"),
+            env_from_secret("AWS_SECRET_ACCESS_KEY", CREDENTIALS, "AWS_SECRET_ACCESS_KEY"),
+        ]
+        server, self.service = deployment(
             ctx,
             "minio",
             COMPONENT,
@@ -65,6 +89,7 @@ class ArtifactStore(pulumi.ComponentResource):
             9000,
             self,
             claim="minio-data",
+            exposed=True,
         )
         k8s.batch.v1.Job(
             "minio-bucket",
@@ -84,8 +109,13 @@ class ArtifactStore(pulumi.ComponentResource):
                                     f"mc alias set store {self.endpoint}"
                                     ' "$MINIO_ROOT_USER" "$MINIO_ROOT_PASSWORD"'
                                     f" && mc mb --ignore-existing store/{BUCKET}"
+                                    ' && mc admin user add store "$AWS_ACCESS_KEY_ID"'
+                                    ' "$AWS_SECRET_ACCESS_KEY"'
+                                    " && (mc admin policy attach store readwrite --user"
+                                    ' "$AWS_ACCESS_KEY_ID" || mc admin user info store'
+                                    ' "$AWS_ACCESS_KEY_ID" | grep -q readwrite)'
                                 ],
-                                "env": credentials,
+                                "env": credentials + user,
                             }
                         ],
                     },
@@ -100,4 +130,8 @@ class ArtifactStore(pulumi.ComponentResource):
         return f"http://{self.ctx.host('minio')}:9000"
 
     def outputs(self) -> dict[str, Any]:
-        return {"kind": "minio", "uri": f"s3://{BUCKET}/artifacts", "endpoint_url": self.endpoint}
+        return {
+            "kind": "minio",
+            "uri": f"s3://{BUCKET}/artifacts",
+            "endpoint_url": service_url(self.ctx, self.service, "minio", 9000),
+        }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -16,6 +17,7 @@ import pulumi_kubernetes as k8s
 from stacks.spec import KubernetesStackSpec as StackSpec
 
 STACK_ID_LABEL = "mlstack.dev/stack-id"
+SKIP_AWAIT = "pulumi.com/skipAwait"
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,8 @@ def deployment(
     *,
     claim: str | None = None,
     wait: bool = True,
-) -> k8s.apps.v1.Deployment:
+    exposed: bool = False,
+) -> tuple[k8s.apps.v1.Deployment, k8s.core.v1.Service]:
     """One-replica Deployment of ``container`` (mounting ``claim`` at /data) plus its Service."""
     selector = {STACK_ID_LABEL: ctx.stack_id, "app.kubernetes.io/name": app}
     container["ports"] = [{"container_port": port}]
@@ -132,8 +135,9 @@ def deployment(
     if claim:
         container["volume_mounts"] = [{"name": "data", "mount_path": "/data"}]
         pod["volumes"] = [{"name": "data", "persistent_volume_claim": {"claim_name": claim}}]
-    # e.g. an image the user pushes after `up`: do not block `up` on its rollout
-    skip = None if wait else {"pulumi.com/skipAwait": "true"}
+    # An image the cluster may not pull (the in-cluster registry's): neither the Deployment's
+    # rollout nor the Service's endpoints are awaited, so `up` cannot hang on it.
+    skip = None if wait else {SKIP_AWAIT: "true"}
     child = pulumi.ResourceOptions(parent=parent)
     result = k8s.apps.v1.Deployment(
         f"{app}-deployment",
@@ -146,13 +150,60 @@ def deployment(
         },
         opts=child,
     )
-    k8s.core.v1.Service(
+    return result, service(ctx, app, component, selector, port, parent, wait=wait, exposed=exposed)
+
+
+def service(
+    ctx: K8sContext,
+    app: str,
+    component: str,
+    selector: dict[str, str],
+    port: int,
+    parent: pulumi.Resource,
+    *,
+    wait: bool = True,
+    exposed: bool = False,
+) -> k8s.core.v1.Service:
+    """The Service of ``app``; type LoadBalancer when exposed and the spec asks for it."""
+    kind = ctx.spec.kubernetes.service_type if exposed and ctx.spec.kubernetes else "ClusterIP"
+    spec: k8s.core.v1.ServiceSpecArgsDict = {
+        "type": kind,
+        "selector": selector,
+        "ports": [{"name": "http", "port": port, "target_port": port}],
+    }
+    return k8s.core.v1.Service(
         f"{app}-service",
-        metadata=ctx.meta(app, component, app),
-        spec={"selector": selector, "ports": [{"name": "http", "port": port, "target_port": port}]},
-        opts=child,
+        metadata=ctx.meta(app, component, app, annotations=None if wait else {SKIP_AWAIT: "true"}),
+        spec=spec,
+        opts=pulumi.ResourceOptions(parent=parent),
     )
-    return result
+
+
+def service_url(
+    ctx: K8sContext, svc: k8s.core.v1.Service, name: str, port: int
+) -> pulumi.Output[str]:
+    """``http://HOST:PORT``: the load balancer's address when there is one, else in-cluster."""
+
+    def pick(status: Any) -> str:
+        ingress = _field(_field(status, "load_balancer", "loadBalancer"), "ingress") or []
+        first = ingress[0] if ingress else None
+        host = _field(first, "hostname") or _field(first, "ip") or ctx.host(name)
+        return f"http://{host}:{port}"
+
+    if ctx.spec.kubernetes is None or ctx.spec.kubernetes.service_type == "ClusterIP":
+        return pulumi.Output.from_input(f"http://{ctx.host(name)}:{port}")
+    return svc.status.apply(pick)
+
+
+def _field(value: Any, *names: str) -> Any:
+    """A field of a Pulumi output type or plain dict, by any of ``names``; None if absent."""
+    for name in names:
+        found = getattr(value, name, None) if not isinstance(value, dict) else None
+        if found is None and isinstance(value, dict):
+            found = value.get(name)
+        if found is not None:
+            return found
+    return None
 
 
 def env_from_secret(name: str, secret: str, key: str) -> k8s.core.v1.EnvVarArgsDict:

@@ -5,7 +5,8 @@ metadata server uses that database and MLflow gets database ``mlflow`` on the sa
 URLs live in a Secret. Without it, each keeps SQLite on its own PersistentVolumeClaim.
 
 The image is ``components.metadata.image``; by default ``<stack registry>/mlstack-metadata:
-<version>``, which you push after ``up`` (its rollout is not awaited).
+<version>``, which you push after ``up``: neither its rollout nor its Service's endpoints are
+awaited (nodes may not pull from the in-cluster registry), so ``up`` finishes either way.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from urllib.parse import urlsplit
 import pulumi
 import pulumi_kubernetes as k8s
 
-from stacks.kubernetes.base import K8sContext, deployment, env_from_secret, volume_claim
+from stacks.kubernetes.base import (
+    K8sContext,
+    deployment,
+    env_from_secret,
+    service_url,
+    volume_claim,
+)
 from stacks.kubernetes.secrets import TOKEN_KEY, TOKEN_SECRET
 
 COMPONENT = "metadata"
@@ -77,7 +84,7 @@ class MetadataServer(pulumi.ComponentResource):
                 {"name": "MLSTACK_METADATA_DATABASE_URL", "value": "sqlite:////data/metadata.db"}
             )
         image = spec.image or f"{registry_url}/mlstack-metadata:{image_version()}"
-        deployment(
+        _, svc = deployment(
             ctx,
             "metadata",
             COMPONENT,
@@ -94,8 +101,9 @@ class MetadataServer(pulumi.ComponentResource):
             self,
             claim=claim,
             wait=spec.image is not None,
+            exposed=True,
         )
-        self.url = f"http://{ctx.host('metadata')}:{PORT}"
+        self.url = service_url(ctx, svc, "metadata", PORT)
         self.register_outputs({"url": self.url})
 
     def outputs(self) -> dict[str, Any]:

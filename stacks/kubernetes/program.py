@@ -26,7 +26,7 @@ from stacks.spec import DeployerFlavor, TrackerFlavor
 from stacks.spec import KubernetesStackSpec as StackSpec
 
 PROJECT = "mlstack-kubernetes"
-SECRET_CONFIG = ("metadataToken", "minioPassword")
+SECRET_CONFIG = ("metadataToken", "minioPassword", "minioUserPassword")
 COMPONENTS = {
     Orchestrator.TYPE: "orchestrator",
     ArtifactStore.TYPE: "artifact_store",
@@ -38,6 +38,18 @@ COMPONENTS = {
 }
 
 
+def plan_warnings(spec: StackSpec) -> list[str]:
+    """Pre-flight notes for ``plan``: images the cluster may not be able to pull."""
+    if spec.components.metadata.image is None:
+        return [
+            "warning: the metadata server's default image is in the stack's in-cluster"
+            " registry, which nodes can pull from only if their container runtime trusts it;"
+            " up does not wait for it; set components.metadata.image to an image in a"
+            " registry your nodes can pull from"
+        ]
+    return []
+
+
 def program(spec: StackSpec) -> None:
     """Declare every object of a Kubernetes stack and export the StackOutputs contract."""
     config = pulumi.Config("mlstack")
@@ -47,7 +59,12 @@ def program(spec: StackSpec) -> None:
 
     orchestrator = Orchestrator(base, opts)
     ctx = orchestrator.ctx  # bound to the created namespace
-    store = ArtifactStore(ctx, config.require_secret("minioPassword"), opts)
+    store = ArtifactStore(
+        ctx,
+        config.require_secret("minioPassword"),
+        config.require_secret("minioUserPassword"),
+        opts,
+    )
     registry = ContainerRegistry(ctx, opts)
     deploys = components.deployer.flavor is DeployerFlavor.kubernetes
     readers = [ORCHESTRATOR_ACCOUNT] + ([DEPLOYER_ACCOUNT] if deploys else [])

@@ -10,7 +10,7 @@ from typing import Any
 
 import pulumi
 
-from stacks.kubernetes.base import K8sContext, deployment, volume_claim
+from stacks.kubernetes.base import K8sContext, deployment, service_url, volume_claim
 
 REGISTRY_IMAGE = "docker.io/library/registry:2.8.3"
 COMPONENT = "container_registry"
@@ -26,7 +26,7 @@ class ContainerRegistry(pulumi.ComponentResource):
         super().__init__(self.TYPE, "container-registry", None, opts)
         self.ctx = ctx
         volume_claim(ctx, "registry-data", COMPONENT, SIZE_GIB, self)
-        deployment(
+        _, self.service = deployment(
             ctx,
             "registry",
             COMPONENT,
@@ -43,6 +43,7 @@ class ContainerRegistry(pulumi.ComponentResource):
             5000,
             self,
             claim="registry-data",
+            exposed=True,
         )
         self.register_outputs({"url": self.url})
 
@@ -51,4 +52,9 @@ class ContainerRegistry(pulumi.ComponentResource):
         return f"{self.ctx.host('registry')}:5000"
 
     def outputs(self) -> dict[str, Any]:
-        return {"kind": "kubernetes", "url": self.url, "auth": "none"}
+        """The registry as the user's machine pushes to it (the load balancer when exposed)."""
+        url = service_url(self.ctx, self.service, "registry", 5000)
+        return {
+            "kind": "kubernetes",
+            "url": url.apply(lambda u: u.removeprefix("http://")),
+        }

@@ -1,7 +1,9 @@
 """Experiment tracker: an MLflow Deployment; artifacts in the stack's MinIO bucket.
 
 Backend store: SQLite on a PVC, or database ``mlflow`` on the PostgreSQL server given as
-``components.metadata.database_url`` (created on first start).
+``components.metadata.database_url`` (created on first start). ``components.tracker.image``
+names an MLflow image that already has psycopg2 and boto3: nothing is installed at start (the
+way for air-gapped clusters). Without it, the official image gets exactly :data:`PINS`.
 """
 
 from __future__ import annotations
@@ -12,11 +14,19 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from stacks.kubernetes.artifact_store import BUCKET, CREDENTIALS, ArtifactStore
-from stacks.kubernetes.base import K8sContext, deployment, env_from_secret, volume_claim
+from stacks.kubernetes.base import (
+    K8sContext,
+    deployment,
+    env_from_secret,
+    service_url,
+    volume_claim,
+)
 from stacks.kubernetes.metadata import DATABASES, MetadataServer
 from stacks.spec.kubernetes import KubernetesMlflowTracker
 
 MLFLOW_IMAGE = "ghcr.io/mlflow/mlflow:v3.5.0"  # the same server as the AWS stack's
+# What the official image lacks, pinned: the same versions at every start, on every cluster.
+PINS = ("psycopg2-binary==2.9.10", "boto3==1.40.0")
 COMPONENT = "tracker"
 PORT = 5000
 SIZE_GIB = 1
@@ -36,13 +46,12 @@ _SERVE = (
 )
 
 
-def start_command(postgres: bool) -> str:
+def start_command(postgres: bool, own_image: bool = False) -> str:
+    """Create the database (PostgreSQL), serve; install :data:`PINS` on the default image only."""
+    install = "" if own_image else f"pip install --quiet --no-cache-dir {' '.join(PINS)} && "
     if postgres:
-        return (
-            "pip install --quiet --no-cache-dir psycopg2-binary boto3"
-            f' && python -c "{_CREATE_DB}" && {_SERVE}'
-        )
-    return f"pip install --quiet --no-cache-dir boto3 && {_SERVE}"
+        return f'{install}python -c "{_CREATE_DB}" && {_SERVE}'
+    return f"{install}{_SERVE}"
 
 
 class Tracker(pulumi.ComponentResource):
@@ -74,15 +83,15 @@ class Tracker(pulumi.ComponentResource):
             claim = "mlflow-data"
             volume_claim(ctx, claim, COMPONENT, SIZE_GIB, self)
             env.append({"name": "MLFLOW_BACKEND_STORE_URI", "value": "sqlite:////data/mlflow.db"})
-        deployment(
+        _, svc = deployment(
             ctx,
             "mlflow",
             COMPONENT,
             {
                 "name": "mlflow",
-                "image": MLFLOW_IMAGE,
+                "image": spec.image or MLFLOW_IMAGE,
                 "command": ["sh", "-c"],
-                "args": [start_command(metadata.postgres)],
+                "args": [start_command(metadata.postgres, spec.image is not None)],
                 "env": env,
                 "readiness_probe": {
                     "http_get": {"path": "/health", "port": PORT},
@@ -99,8 +108,9 @@ class Tracker(pulumi.ComponentResource):
             PORT,
             self,
             claim=claim,
+            exposed=True,
         )
-        self.uri = f"http://{ctx.host('mlflow')}:{PORT}"
+        self.uri = service_url(ctx, svc, "mlflow", PORT)
         self.register_outputs({"uri": self.uri})
 
     def outputs(self) -> dict[str, Any]:

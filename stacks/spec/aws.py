@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
@@ -21,6 +23,7 @@ from stacks.spec.base import (
     RegistryFlavor,
     SecretsFlavor,
     StackSpec,
+    Strict,
     TrackerFlavor,
 )
 from stacks.spec.local import NoDeployer, NoTracker
@@ -134,6 +137,57 @@ class AwsComponents(ComponentsBase):
     metadata: AwsMetadata = AwsMetadata()
 
 
+EVERYWHERE = "0.0.0.0/0"
+ACM_ARN_RE = re.compile(r"arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[A-Za-z0-9-]+", re.ASCII)
+DOMAIN_RE = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}", re.ASCII)
+
+
+class NetworkSpec(Strict):
+    """How clients reach the stack: TLS identity and who may connect (HTTPS only)."""
+
+    domain: str | None = None
+    certificate_arn: str | None = None
+    allowed_cidrs: list[str] = Field(default_factory=lambda: [EVERYWHERE], min_length=1)
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str | None) -> str | None:
+        if value is not None and not DOMAIN_RE.fullmatch(value):
+            raise ValueError("expected a DNS name such as mlstack.example.com")
+        return value
+
+    @field_validator("certificate_arn")
+    @classmethod
+    def _arn(cls, value: str | None) -> str | None:
+        if value is not None and not ACM_ARN_RE.fullmatch(value):
+            raise ValueError(
+                "expected an ACM certificate ARN such as"
+                " arn:aws:acm:eu-west-1:123456789012:certificate/<id>"
+            )
+        return value
+
+    @field_validator("allowed_cidrs")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.IPv4Network(cidr, strict=True)
+            except ValueError:
+                raise ValueError(
+                    f"{cidr!r} is not an IPv4 network in CIDR form such as 203.0.113.0/24"
+                ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _pair(self) -> Self:
+        if (self.domain is None) != (self.certificate_arn is None):
+            raise ValueError(
+                "network.domain and network.certificate_arn go together: set both (a"
+                " certificate for that domain) or neither (up generates a private CA)"
+            )
+        return self
+
+
 class AwsStackSpec(StackSpec):
     """A stack in one AWS account and region (a Pulumi program)."""
 
@@ -141,6 +195,7 @@ class AwsStackSpec(StackSpec):
 
     provider: Literal[Provider.aws]
     region: str
+    network: NetworkSpec = NetworkSpec()
     components: AwsComponents = AwsComponents()
 
     @field_validator("region")

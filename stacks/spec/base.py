@@ -12,7 +12,7 @@ import json
 import re
 from datetime import timedelta
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -194,6 +194,9 @@ class KubernetesTarget(Strict):
     kubeconfig: str
     context: str
     storage_class: str | None = None
+    # How the user's machine reaches the stack's services: in-cluster names (ClusterIP, for a
+    # port-forward) or one cloud load balancer per service.
+    service_type: Literal["ClusterIP", "LoadBalancer"] = "ClusterIP"
 
 
 class StackSpec(Strict):

@@ -53,6 +53,8 @@ class KubernetesMlflowTracker(Flavor):
     flavor: Literal[TrackerFlavor.mlflow] = TrackerFlavor.mlflow
     cpu: Annotated[float, Field(gt=0, le=16)] = 0.5
     memory_gib: Annotated[float, Field(gt=0, le=120)] = 1.0
+    # An MLflow image that already has psycopg2 and boto3: nothing is installed at start.
+    image: str | None = None
 
 
 class KubernetesDeployer(Flavor):

@@ -33,6 +33,9 @@ BILLED = {
     "mlstack-metadata-token",
     "metadata-database-url",
     "tracker-database-url",
+    "tracker-auth-database-url",
+    "mlstack-tracker-password",
+    "tracker-flask-secret-key",
 }
 
 
@@ -61,7 +64,9 @@ def test_example_aws_plan_figures_follow_the_catalogs_arithmetic() -> None:
     )
     alb = p("aws.alb.hour") + p("aws.alb.lcu_hour") + 2 * p("aws.public_ipv4")
     rds = p("aws.rds.postgres.db.t4g.micro") + 20 * p("aws.rds.storage.gp3") / hours
-    secrets = 3 * p("aws.secretsmanager.secret_month") / hours
+    n_secrets = sum(c.type == "aws:secretsmanager/secret:Secret" for c in plan.changes)
+    assert n_secrets == 6  # token, two database URLs, MLflow's password, auth DB, Flask key
+    secrets = n_secrets * p("aws.secretsmanager.secret_month") / hours
     expected = alb + services + rds + secrets
     assert est.per_hour == pytest.approx(expected)
     assert est.per_month == pytest.approx(expected * hours)
@@ -119,7 +124,7 @@ def test_budget_decision_on_a_priced_stack_with_a_test_clock(
     record = registry.get("priced")
     assert record is not None
     keep = decide(record, registry, T0 + timedelta(hours=10))
-    assert keep.action == "keep" and keep.spend == pytest.approx(10 * 0.11336, rel=0.01)
+    assert keep.action == "keep" and keep.spend == pytest.approx(10 * 0.11499, rel=0.01)
     over = decide(record, registry, T0 + timedelta(hours=48))
     assert over.action == "destroy" and "reached its budget $5.00" in over.reason
 
@@ -128,7 +133,7 @@ def test_budget_decision_on_a_priced_stack_with_a_test_clock(
     assert [(d.stack, d.action) for d in result.decisions] == [("priced", "destroy")]
     assert result.destroyed == [] and registry.get("priced").status == "up"  # type: ignore[union-attr]
     log = (home / "logs" / "reaper.log").read_text()
-    assert "priced: would destroy: estimated spend $5.44 reached its budget $5.00" in log
+    assert "priced: would destroy: estimated spend $5.52 reached its budget $5.00" in log
 
 
 def test_ttl_no_ttl_mid_up_and_a_second_reaper(home: Path, tmp_path: Path) -> None:

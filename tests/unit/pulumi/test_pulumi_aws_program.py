@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from provisioner.engines.pulumi_plan import MockRun, run_stack_program
+from stacks.aws import tls
 from stacks.outputs import StackOutputs
 from stacks.spec import StackSpec
 
@@ -22,6 +23,8 @@ CONFIG = {
     "mlstack:expiresAt": "2030-01-01T08:00:00Z",
     "mlstack:metadataToken": "token-value-for-tests",
     "mlstack:dbPassword": "password-for-tests",
+    "mlstack:trackerPassword": "tracker-password-for-tests",
+    "mlstack:trackerFlaskKey": "flask-key-for-tests",
 }
 
 
@@ -38,8 +41,12 @@ def make_spec(**components: Any) -> StackSpec:
     )
 
 
+# The TLS material the engine generates once per stack (all specs here share the region).
+TLS = {f"mlstack:{k}": v for k, (v, _) in tls.generated_config(make_spec()).items()}
+
+
 def run(spec: StackSpec) -> MockRun:
-    return run_stack_program(spec, PROGRAM, STACK_ID, dict(CONFIG))
+    return run_stack_program(spec, PROGRAM, STACK_ID, {**CONFIG, **TLS})
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +148,7 @@ def test_secrets_delete_at_once_and_live_under_the_stack_prefix(full: MockRun) -
     secrets = full.of_type("aws:secretsmanager/secret:Secret")
     assert {s.name for s in secrets} == {
         "mlstack-metadata-token", "metadata-database-url", "tracker-database-url",
+        "tracker-auth-database-url", "mlstack-tracker-password", "tracker-flask-secret-key",
     }  # fmt: skip
     for secret in secrets:
         assert secret.inputs["recoveryWindowInDays"] == 0
@@ -233,10 +241,10 @@ def test_outputs_validate_as_stack_outputs(full: MockRun) -> None:
     )
     assert outputs.stack_id == STACK_ID and outputs.provider == "aws"
     assert outputs.artifact_store.uri == f"s3://mlstack-{STACK_ID}/mlstack"
-    assert outputs.container_registry.auth == "ecr"
+    assert outputs.container_registry.kind == "ecr"
     assert outputs.orchestrator.kind == "aws_batch" and outputs.orchestrator.job_queue
     assert outputs.secrets.prefix == f"mlstack/{STACK_ID}/"
-    assert outputs.tracker.uri and outputs.tracker.uri.startswith("http://")
+    assert outputs.tracker.uri and outputs.tracker.uri.startswith("https://")
     assert outputs.deployer.role_arn and outputs.deployer.instance_type == "ml.t3.medium"
     assert outputs.metadata.url.endswith(":8080") and outputs.metadata.token is None
     assert outputs.tags["mlstack:stack-id"] == STACK_ID

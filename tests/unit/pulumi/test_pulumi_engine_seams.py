@@ -286,3 +286,17 @@ def test_status_reports_components_from_recorded_outputs(tmp_path: Path) -> None
     assert "deployer" not in found  # kind none: nothing to show
     assert {"tracker", "metadata", "orchestrator", "artifact_store"} <= set(found)
     assert found["tracker"].url == "http://lb" and found["tracker"].state == "ready"
+
+
+def test_the_first_ecs_use_in_an_account_is_explained() -> None:
+    exc = auto_errors.CommandError(
+        _result(
+            "error: creating ECS Service (mlstack-x-metadata): InvalidParameterException:"
+            " Unable to assume the service linked role. Please verify that the ECS service"
+            " linked role exists.\n"
+        )
+    )
+    err = translate(exc, EventRecorder(), "demo", "up", "/tmp/log")
+    assert "service linked role" in err.headline
+    assert "run `mlstack up` again" in str(err.hint)
+    assert "create-service-linked-role --aws-service-name ecs.amazonaws.com" in str(err.hint)

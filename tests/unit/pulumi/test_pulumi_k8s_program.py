@@ -17,6 +17,7 @@ CONFIG = {
     "mlstack:expiresAt": "2030-01-01T08:00:00Z",
     "mlstack:metadataToken": "token-value-for-tests",
     "mlstack:minioPassword": "minio-password-for-tests",
+    "mlstack:minioUserPassword": "minio-user-password-for-tests",
 }
 
 
@@ -80,7 +81,7 @@ def test_components_and_their_objects(full: MockRun) -> None:
         "Job",
     }
     assert kinds["container_registry"] == {"PersistentVolumeClaim", "Deployment", "Service"}
-    assert kinds["secrets"] == {"Secret", "Role", "RoleBinding"}
+    assert kinds["secrets"] == {"Secret", "ServiceAccount", "Role", "RoleBinding"}
     assert kinds["tracker"] == {"PersistentVolumeClaim", "Deployment", "Service"}
     assert kinds["metadata"] == {"PersistentVolumeClaim", "Deployment", "Service"}
     assert kinds["deployer"] == {"ServiceAccount", "Role", "RoleBinding"}

@@ -31,12 +31,14 @@ AWS_RESOURCES = {
         "cluster", "service-logs", "service-execution-role", "service-execution-policy",
         "load-balancer", "db-subnets", "db", "metadata-database-url",
         "metadata-database-url-value", "metadata-task", "metadata-target", "metadata-listener",
-        "metadata-service",
+        "metadata-service", "tls-certificate",
     },
     "tracker": {
         "mlflow-task-role", "mlflow-task-policy", "tracker-database-url",
         "tracker-database-url-value", "mlflow-task", "mlflow-target", "mlflow-listener",
-        "mlflow-service",
+        "mlflow-service", "tracker-auth-database-url", "tracker-auth-database-url-value",
+        "mlstack-tracker-password", "mlstack-tracker-password-value",
+        "tracker-flask-secret-key", "tracker-flask-secret-key-value",
     },
     "deployer": {"sagemaker-role", "sagemaker-policy"},
     "expiry": {
@@ -71,6 +73,7 @@ def test_plan_aws_json_lists_every_resource_offline(home: Path) -> None:
     logs = next(c for c in data["changes"] if c["resource"] == "job-logs")
     assert logs["details"]["retention_days"] == 14
     assert data["summary"] == f"{len(data['changes'])} to create"
+    assert any("0.0.0.0/0" in note for note in data["notes"])  # the ingress warning
     assert not (home / "pulumi").exists()  # plan touches no backend
     assert elapsed < 20, f"plan took {elapsed:.1f}s"
 
@@ -82,6 +85,7 @@ def test_plan_aws_table_groups_by_component(home: Path) -> None:
         assert component in proc.stdout
     total = sum(len(v) for v in AWS_RESOURCES.values())
     assert f"Plan: {total} to create." in proc.stdout
+    assert "warning: the load balancer accepts HTTPS from anywhere (0.0.0.0/0)" in proc.stdout
 
 
 def test_plan_kubernetes_lists_every_object_offline(home: Path) -> None:
@@ -92,12 +96,16 @@ def test_plan_kubernetes_lists_every_object_offline(home: Path) -> None:
         "namespace", "orchestrator-account", "mlstack-jobs", "mlstack-jobs-binding",
     }  # fmt: skip
     assert grouped["artifact_store"] == {
-        "minio-credentials", "minio-data", "minio-deployment", "minio-service", "minio-bucket",
+        "minio-root", "minio-credentials", "minio-data", "minio-deployment", "minio-service",
+        "minio-bucket",
     }  # fmt: skip
     assert grouped["container_registry"] == {
         "registry-data", "registry-deployment", "registry-service",
     }  # fmt: skip
-    assert grouped["secrets"] == {"metadata-token", "mlstack-secrets", "mlstack-secrets-binding"}
+    assert grouped["secrets"] == {
+        "metadata-token", "mlstack-secrets", "mlstack-secrets-binding", "user-secrets",
+        "stack-account", "mlstack-secrets-writer", "mlstack-secrets-writer-binding",
+    }  # fmt: skip
     assert grouped["tracker"] == {"mlflow-data", "mlflow-deployment", "mlflow-service"}
     assert grouped["metadata"] == {"metadata-data", "metadata-deployment", "metadata-service"}
     assert grouped["deployer"] == {
@@ -106,7 +114,7 @@ def test_plan_kubernetes_lists_every_object_offline(home: Path) -> None:
     pvc = next(c for c in data["changes"] if c["resource"] == "minio-data")
     assert pvc["details"]["size"] == "10Gi" and pvc["details"]["context"] == "kind-mlstack"
     proc = run_cli("plan", K8S, check=True)
-    assert "Plan: 24 to create." in proc.stdout
+    assert "Plan: 29 to create." in proc.stdout
 
 
 def _write(tmp_path: Path, data: dict) -> str:
