@@ -13,10 +13,9 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from stacks.local.supervisor import is_alive, stop
-
 from provisioner.state import StackRecord
 from provisioner.teardown import TeardownItem
+from stacks.common.process import is_alive, stop
 from stacks.common.progress import Progress
 from stacks.local import registry
 

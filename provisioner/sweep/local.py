@@ -11,10 +11,10 @@ import shutil
 from typing import Any
 
 import psutil
-from stacks.local.supervisor import stop
 
 from provisioner.state import mlstack_home
 from provisioner.sweep.models import FoundResource, SweepResult
+from stacks.common.process import stop
 from stacks.local.base import STACK_ID_ENV, STACK_ID_FILE
 
 DOCKER_LABEL = "mlstack.stack-id"

@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from stacks.local.supervisor import is_alive, port_in_use
 
 from provisioner.state import StateRegistry
+from stacks.common.process import is_alive, port_in_use
 from tests.conftest import MLSTACK, gone, run_cli
 
 pytestmark = pytest.mark.services

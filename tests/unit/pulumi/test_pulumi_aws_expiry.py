@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from test_pulumi_aws_program import CONFIG, STACK_ID, make_spec, run
+from test_pulumi_aws_program import CONFIG, STACK_ID, TLS, make_spec, run
 
 from provisioner.engines.pulumi_plan import PLAN_ACCOUNT, MockRun, run_stack_program
 from stacks.aws.expiry_targets import StackCoordinates, expiry_schedules
@@ -136,7 +136,7 @@ def test_the_role_may_make_exactly_those_calls_on_exactly_those_resources(full: 
 
 def test_no_ttl_means_no_expiry_and_optional_parts_follow_the_spec() -> None:
     never = run_stack_program(
-        make_spec(), "stacks.aws.program", STACK_ID, {**CONFIG, "mlstack:expiresAt": "never"}
+        make_spec(), "stacks.aws.program", STACK_ID, {**CONFIG, **TLS, "mlstack:expiresAt": "never"}
     )
     assert not never.of_type(SCHEDULE) and not never.of_type(
         "aws:scheduler/scheduleGroup:ScheduleGroup"
