@@ -84,7 +84,9 @@ def test_up_status_http_kill_recover_down(home: Path, tmp_path: Path) -> None:
         revealed = run_cli("outputs", "it-life", "--json", "--show-secrets", check=True)
         token = json.loads(revealed.stdout)["metadata"]["token"]
         assert token and http_status(f"{meta_url}/runs", token=token) == 200
-        assert http_status(f"{meta_url}/openapi.json") == 200
+        # The API's description is guarded too (it names the stack's routes).
+        assert http_status(f"{meta_url}/openapi.json") == 401
+        assert http_status(f"{meta_url}/openapi.json", token=token) == 200
         assert token not in (home / "state.json").read_text()
 
         # A second up with the same spec changes nothing and says so.
