@@ -37,17 +37,30 @@ def _uses_docker(record: StackRecord) -> bool:
 
 def drain_local(record: StackRecord, stack_dir: Path, progress: Progress) -> list[TeardownItem]:
     """Stop every recorded endpoint (a marker goes only once its process is gone), then
-    remove the stack's containers and images."""
+    remove the stack's containers and images.
+
+    An endpoint is one or more backend processes behind a stable front (``role: front``,
+    which keeps the URL across redeploys); both kinds of record are stopped, and the
+    endpoint is reported once, with every pid it had."""
     drained: list[TeardownItem] = []
+    by_name: dict[str, list[tuple[Path, dict]]] = {}
     for marker, data in _endpoints(stack_dir):
-        name = str(data.get("name", marker.stem))
+        by_name.setdefault(str(data.get("name", marker.stem)), []).append((marker, data))
+    for name, records in by_name.items():
         progress.update(f"endpoint {name}", "stopping", "drain")
-        stop(data.get("pid"), data.get("create_time"))
-        if is_alive(data.get("pid"), data.get("create_time")):
-            progress.update(f"endpoint {name}", "failed", f"pid {data.get('pid')} still runs")
+        records.sort(key=lambda r: r[1].get("role") == "front")  # backends before the front
+        pids, alive = [], []
+        for marker, data in records:
+            stop(data.get("pid"), data.get("create_time"))
+            pids.append(f"{data.get('role', 'model')} pid {data.get('pid')}")
+            if is_alive(data.get("pid"), data.get("create_time")):
+                alive.append(str(data.get("pid")))
+            else:
+                marker.unlink(missing_ok=True)
+        if alive:
+            progress.update(f"endpoint {name}", "failed", f"pid {', '.join(alive)} still runs")
             continue
-        marker.unlink(missing_ok=True)
-        drained.append(TeardownItem(kind="endpoint", name=name, detail=f"pid {data.get('pid')}"))
+        drained.append(TeardownItem(kind="endpoint", name=name, detail=", ".join(pids)))
         progress.update(f"endpoint {name}", "stopped", "drained")
     if _uses_docker(record):
         for removed in registry.remove_docker_objects(record.name):
