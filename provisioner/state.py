@@ -25,6 +25,7 @@ from stacks.common.errors import StackLocked, StateError
 from stacks.common.home import mlstack_home
 from stacks.outputs import StackOutputs, load_outputs
 from stacks.spec import StackSpec
+from stacks.spec.stored import load_stored_spec
 
 Status = Literal["creating", "up", "degraded", "failed", "destroying", "destroyed"]
 MAX_EVENTS = 200
@@ -75,7 +76,7 @@ class StackRecord(BaseModel):
     @field_validator("spec", mode="before")
     @classmethod
     def _spec(cls, value: Any) -> Any:
-        return StackSpec.model_validate(value) if isinstance(value, dict) else value
+        return load_stored_spec(value) if isinstance(value, dict) else value
 
     @field_validator("outputs", mode="before")
     @classmethod

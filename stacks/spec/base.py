@@ -158,12 +158,15 @@ class ComponentsBase(Strict):
         """The config model of ``flavor`` for ``component`` on this provider."""
         from typing import get_args
 
-        annotation = cls.model_fields[component].annotation
-        for member in get_args(get_args(annotation)[0]) or get_args(annotation):
+        pending: list[Any] = [cls.model_fields[component].annotation]
+        while pending:  # a single model, a union, or an Annotated union of models
+            member = pending.pop()
             if isinstance(member, type) and issubclass(member, Flavor):
                 field = member.model_fields["flavor"]
                 if str(get_args(field.annotation)[0].value) == flavor:
                     return member
+            else:
+                pending.extend(get_args(member))
         return None
 
 

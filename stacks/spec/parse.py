@@ -173,9 +173,11 @@ def _unknown_field(path: tuple[Any, ...], owner: type[BaseModel] | None, data: A
         component = str(path[-2])
         label = COMPONENT_LABELS.get(component, component)
         settings = ", ".join(owner.settings()) or "none"
+        provider = _provider_of(data)
+        article = "an" if provider[0] in "aeiou" else "a"
         return (
-            f"{where}: not a setting of the {_flavor_name(owner)} {label} on a"
-            f" {_provider_of(data)} stack (settings: {settings})"
+            f"{where}: not a setting of the {_flavor_name(owner)} {label} on {article}"
+            f" {provider} stack (settings: {settings})"
         )
     provider = _provider_of(data)
     if len(path) == 1 and owner is not None and issubclass(owner, StackSpec):
