@@ -27,6 +27,7 @@ from stacks.common.process import (
     stop,
     wait_healthy,
 )
+from stacks.common.tags import expiry_tag, stack_tags
 from stacks.local import (
     artifact_store,
     deployer,
@@ -246,7 +247,13 @@ class LocalEngine(Engine):
             stack=spec.name,
             stack_id=record.stack_id,
             provider="local",
-            tags={"mlstack:stack": spec.name, "mlstack:stack-id": record.stack_id, **spec.tags},
+            tags=stack_tags(
+                name=spec.name,
+                stack_id=record.stack_id,
+                owner=spec.owner,
+                expires_at=expiry_tag(record.expires_at),
+                extra=spec.tags,
+            ),
             artifact_store=artifact_store.flavor_module(ctx).outputs(ctx),
             container_registry=registry.outputs(ctx, port_of("registry")),
             orchestrator=orchestrator.outputs(ctx),

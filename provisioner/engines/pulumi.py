@@ -31,6 +31,7 @@ from provisioner.engines.pulumi_events import EventRecorder, translate
 from provisioner.state import StackRecord
 from provisioner.teardown import TeardownItem
 from stacks.common.errors import EngineError, UsageError
+from stacks.common.tags import expiry_tag
 from stacks.outputs import OUTPUTS_VERSION, StackOutputs
 from stacks.spec import StackSpec
 
@@ -209,10 +210,9 @@ class PulumiEngine(Engine):
         from pulumi.automation import ConfigValue
 
         existing = stack.get_all_config()
-        expires = record.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if record.expires_at else ""
         config = {
             "mlstack:owner": ConfigValue(spec.owner or _login()),
-            "mlstack:expiresAt": ConfigValue(expires or "never"),
+            "mlstack:expiresAt": ConfigValue(expiry_tag(record.expires_at)),
         }
         for key in self._program().SECRET_CONFIG:
             if f"mlstack:{key}" not in existing:

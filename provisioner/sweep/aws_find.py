@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from provisioner.sweep.models import FoundResource
-from stacks.aws.naming import STACK_ID_TAG
+from stacks.common.tags import STACK_ID_TAG
 
 GLOBAL = "global"
 ACTIVE_JOB_STATES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")

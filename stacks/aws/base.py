@@ -15,7 +15,7 @@ import pulumi
 import pulumi_aws as aws
 
 from stacks.aws.naming import physical_name
-from stacks.common.tags import STACK_ID_TAG, STACK_TAG
+from stacks.common.tags import stack_tags
 from stacks.spec import AwsStackSpec as StackSpec
 
 # Actions that AWS does not scope to a resource: the only statements allowed ``"Resource": "*"``.
@@ -52,14 +52,13 @@ class StackIdentity:
 
     def tags(self) -> dict[str, str]:
         """The tags every resource carries: stack id, owner, expiry, plus the spec's own tags."""
-        return {
-            **self.spec.tags,
-            STACK_TAG: self.spec.name,
-            STACK_ID_TAG: self.stack_id,
-            "mlstack:owner": self.owner,
-            "mlstack:expires-at": self.expires_at,
-            "mlstack:managed-by": "mlstack",
-        }
+        return stack_tags(
+            name=self.spec.name,
+            stack_id=self.stack_id,
+            owner=self.owner,
+            expires_at=self.expires_at,
+            extra=self.spec.tags,
+        )
 
 
 @dataclass(frozen=True)

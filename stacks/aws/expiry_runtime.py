@@ -20,7 +20,8 @@ from stacks.aws.expiry_targets import (
     endpoint_schedule_name,
     expiry_instant,
 )
-from stacks.aws.naming import STACK_ID_TAG, expiry_group, expiry_role_name
+from stacks.aws.naming import expiry_group, expiry_role_name
+from stacks.common.tags import STACK_ID_TAG
 
 
 class ExpiryError(Exception):

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from stacks.aws.naming import STACK_ID_TAG, physical_name
+from stacks.aws.naming import physical_name
+from stacks.common.tags import STACK_ID_TAG
 
 # RDS starts a stopped instance again after 7 days; re-stop it daily from the expiry on.
 RESTOP_EXPRESSION = "rate(1 day)"

@@ -6,12 +6,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 
 STACK_TAG = "mlstack:stack"
 STACK_ID_TAG = "mlstack:stack-id"
 OWNER_TAG = "mlstack:owner"
 EXPIRES_TAG = "mlstack:expires-at"
 MANAGED_TAG = "mlstack:managed-by"
+
+
+def expiry_tag(expires_at: datetime | None) -> str:
+    """The ``mlstack:expires-at`` value of an expiry time: ISO UTC to the second, or never."""
+    return expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if expires_at else "never"
 
 
 def stack_tags(

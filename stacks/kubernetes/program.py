@@ -11,6 +11,7 @@ from typing import Any
 
 import pulumi
 
+from stacks.common.tags import stack_tags
 from stacks.kubernetes.artifact_store import ArtifactStore
 from stacks.kubernetes.base import K8sContext
 from stacks.kubernetes.deployer import SERVICE_ACCOUNT as DEPLOYER_ACCOUNT
@@ -83,13 +84,13 @@ def program(spec: StackSpec) -> None:
         "stack_id": base.stack_id,
         "provider": "kubernetes",
         "region": None,
-        "tags": {
-            **spec.tags,
-            "mlstack:stack": spec.name,
-            "mlstack:stack-id": base.stack_id,
-            "mlstack:owner": base.owner,
-            "mlstack:expires-at": base.expires_at,
-        },
+        "tags": stack_tags(
+            name=spec.name,
+            stack_id=base.stack_id,
+            owner=base.owner,
+            expires_at=base.expires_at,
+            extra=spec.tags,
+        ),
         "artifact_store": store.outputs(),
         "container_registry": registry.outputs(),
         "orchestrator": orchestrator.outputs(),
