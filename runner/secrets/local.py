@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from runner.secrets import SecretsBackend
-from stacks.common.errors import SecretsError
-from stacks.common.fernet import FernetStore
+from stacks.common.errors import SecretsError, UsageError
+from stacks.common.fernet import FernetStore, SecretNameError, SecretStoreError
 from stacks.outputs import LocalSecretsOutputs, StackOutputs
 
 
@@ -22,17 +24,32 @@ class LocalSecrets(SecretsBackend):
                 f"run `mlstack up` for {outputs.stack!r} to recreate it",
             )
 
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """The store's errors as one line naming the stack (a bad name is bad input)."""
+        stack = self.outputs.stack
+        try:
+            yield
+        except SecretNameError as exc:
+            raise UsageError(exc.headline, exc.hint) from None
+        except SecretStoreError as exc:
+            raise SecretsError(f"stack {stack!r}: {exc.headline}", exc.hint) from None
+
     def get(self, name: str) -> str | None:
-        return self.store.get(name)
+        with self._translated():
+            return self.store.get(name)
 
     def set(self, name: str, value: str) -> None:
-        self.store.set(name, value)
+        with self._translated():
+            self.store.set(name, value)
 
     def delete(self, name: str) -> bool:
-        return self.store.delete(name)
+        with self._translated():
+            return self.store.delete(name)
 
     def names(self) -> list[str]:
-        return self.store.names()
+        with self._translated():
+            return self.store.names()
 
     def container_files(self) -> list[Path]:
         return [self.store.path, self.store.key_file]

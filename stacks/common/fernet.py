@@ -23,8 +23,21 @@ if TYPE_CHECKING:
 SECRET_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
+RECREATE_HINT = "`mlstack up` the stack again to recreate it (its secrets are lost)"
+LOST_KEY_HINT = (
+    "restore the stack's key file from a backup, or remove the store and key and `mlstack up`"
+    " again (its secrets are lost)"
+)
+
+
 class SecretStoreError(SecretsError):
-    """The store is missing, its key does not match, or a name is invalid."""
+    """The store is missing, unreadable or its key does not match, or a name is invalid."""
+
+
+class SecretNameError(SecretStoreError):
+    """A secret name the store does not accept (bad input: exit 2)."""
+
+    exit_code = 2
 
 
 class FernetStore:
@@ -63,7 +76,17 @@ class FernetStore:
         try:
             return Fernet(self.key_file.read_bytes().strip())
         except FileNotFoundError:
-            raise SecretStoreError(f"secrets key file {self.key_file} is missing") from None
+            raise SecretStoreError(
+                f"secrets key file {self.key_file} is missing", RECREATE_HINT
+            ) from None
+        except (ValueError, TypeError):  # not 32 url-safe base64 bytes
+            raise SecretStoreError(
+                f"secrets key file {self.key_file} is not a Fernet key", LOST_KEY_HINT
+            ) from None
+        except OSError as exc:
+            raise SecretStoreError(
+                f"secrets key file {self.key_file} cannot be read: {exc.strerror}"
+            ) from None
 
     def _read(self) -> dict[str, str]:
         from cryptography.fernet import InvalidToken
@@ -71,12 +94,17 @@ class FernetStore:
         try:
             blob = self.path.read_bytes()
         except FileNotFoundError:
-            raise SecretStoreError(f"secrets store {self.path} is missing") from None
+            raise SecretStoreError(f"secrets store {self.path} is missing", RECREATE_HINT) from None
+        except OSError as exc:
+            raise SecretStoreError(
+                f"secrets store {self.path} cannot be read: {exc.strerror}"
+            ) from None
         try:
             data: dict[str, str] = json.loads(self._fernet().decrypt(blob))
         except InvalidToken:
             raise SecretStoreError(
-                f"secrets store {self.path} cannot be decrypted with {self.key_file}"
+                f"secrets store {self.path} cannot be decrypted with {self.key_file}",
+                LOST_KEY_HINT,
             ) from None
         return data
 
@@ -97,8 +125,8 @@ class FernetStore:
     @staticmethod
     def check_name(name: str) -> None:
         if not SECRET_NAME_RE.match(name):
-            raise SecretStoreError(
-                f"secret name {name!r} is invalid: use 1-128 of A-Z a-z 0-9 _ . -"
+            raise SecretNameError(
+                f"secret name {name!r} is invalid", "use 1-128 of A-Z a-z 0-9 _ . -"
             )
 
     def set(self, name: str, value: str) -> None:
