@@ -1,11 +1,14 @@
 """Artifact stores: where step outputs live, one fsspec filesystem per kind.
 
 ``open_store(outputs)`` builds the stack's store from its outputs; ``host_paths(outputs)``
-says which host folders a step container must mount to reach it (none for object stores).
+says which host folders a step container must mount to reach it (none for object stores)
+and ``container_env(outputs)`` which of this process's environment variables it needs (the
+AWS credentials of an S3 store: they are never in the outputs, the state or the image).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +30,20 @@ class StoreKind:
     def host_paths(coords: Any) -> list[Path]:
         return []
 
+    @staticmethod
+    def container_env(coords: Any) -> dict[str, str]:
+        return {}
+
+
+# The AWS SDK's own credential and region variables: what "the usual AWS environment" is.
+AWS_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+)
+
 
 class LocalFolder(StoreKind):
     @staticmethod
@@ -45,6 +62,10 @@ class S3Compatible(StoreKind):
         if getattr(coords, "region", None):
             kwargs["region_name"] = coords.region
         return {"client_kwargs": kwargs} if kwargs else None
+
+    @staticmethod
+    def container_env(coords: Any) -> dict[str, str]:
+        return {name: os.environ[name] for name in AWS_ENV if os.environ.get(name)}
 
 
 ARTIFACT_STORES: Role[StoreKind] = Role(
@@ -69,3 +90,9 @@ def open_store(outputs: StackOutputs) -> ArtifactStore:
 def host_paths(outputs: StackOutputs) -> list[Path]:
     """Host folders a step container mounts (at the same path) to reach the store."""
     return ARTIFACT_STORES.get(outputs.artifact_store.kind).host_paths(outputs.artifact_store)
+
+
+def container_env(outputs: StackOutputs) -> dict[str, str]:
+    """Environment a step container needs to reach the store (taken from this process's)."""
+    coords = outputs.artifact_store
+    return ARTIFACT_STORES.get(coords.kind).container_env(coords)

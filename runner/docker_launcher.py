@@ -70,7 +70,9 @@ class DockerLauncher:
             f" --result {shlex.quote(str(result))} --log {shlex.quote(str(log))}"
             f" > {shlex.quote(str(log))} 2>&1"
         )
-        env = {OUTPUTS_ENV: json.dumps(self.outputs.revealed())}
+        from runner.artifact_stores import container_env
+
+        env = {**container_env(self.outputs), OUTPUTS_ENV: json.dumps(self.outputs.revealed())}
         container = self.client.containers.run(
             self.image,
             command=["sh", "-c", command],

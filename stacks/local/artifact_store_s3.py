@@ -32,18 +32,29 @@ def _where(spec: S3ArtifactStore) -> str:
     return f"bucket {spec.bucket!r}" + (f" at {spec.endpoint_url}" if spec.endpoint_url else "")
 
 
+# Error code (or exception class) -> what it means here, and how to fix it.
+_PROBLEMS = {
+    "404": ("does not exist", "create the bucket, or set artifact_store.create: true"),
+    "NoSuchBucket": ("does not exist", "create the bucket, or set artifact_store.create: true"),
+    "403": ("access denied", "the AWS identity needs s3:ListBucket, s3:GetObject, s3:PutObject"),
+    "AccessDenied": (
+        "access denied",
+        "the AWS identity needs s3:ListBucket, s3:GetObject, s3:PutObject",
+    ),
+    "NoCredentialsError": (
+        "no AWS credentials",
+        "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE",
+    ),
+    "EndpointConnectionError": ("endpoint not reachable", "check artifact_store.endpoint_url"),
+}
+
+
 def _translate(spec: S3ArtifactStore, exc: Exception) -> ServiceFailed:
     code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
-    hints = {
-        "NoCredentialsError": "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE",
-        "AccessDenied": "the AWS identity needs s3:ListBucket, s3:GetObject and s3:PutObject",
-        "404": "create the bucket, or set artifact_store.create: true",
-        "NoSuchBucket": "create the bucket, or set artifact_store.create: true",
-    }
-    return ServiceFailed(
-        f"artifact store: {_where(spec)}: {code}",
-        hints.get(code, "check artifact_store.endpoint_url and the AWS environment"),
+    problem, hint = _PROBLEMS.get(
+        code, (code, "check artifact_store.endpoint_url and the AWS environment")
     )
+    return ServiceFailed(f"{_where(spec)}: {problem}", hint)
 
 
 def service(ctx: LocalContext) -> ServiceDef:
@@ -65,7 +76,7 @@ def service(ctx: LocalContext) -> ServiceDef:
         try:
             _client(spec).head_bucket(Bucket=spec.bucket)
         except Exception as exc:
-            return _translate(spec, exc).headline
+            return str(_translate(spec, exc))  # headline (hint)
         return None
 
     return ServiceDef(
