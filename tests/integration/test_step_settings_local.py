@@ -69,6 +69,12 @@ def shown(run_id: str) -> dict[str, dict]:
     return {s["name"]: s for s in data["steps"]}
 
 
+def wide_table(run_id: str) -> str:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("COLUMNS", "250")  # one table row per line
+        return run_cli("run-show", run_id, "--stack", STACK, check=True).stdout
+
+
 def load(stack: dict, art: dict) -> object:
     from runner.artifacts import ArtifactStore
 
@@ -90,6 +96,44 @@ def test_a_step_failing_once_with_retries_1_succeeds_and_keeps_both_logs(
                 raise RuntimeError("the first attempt fails")
             return 10 * n
 
+        @step
+        def double(x: int) -> int:
+            return 2 * x
+
+        @pipeline
+        def flow() -> None:
+            double(flaky())
+        """,
+    )
+    proc, result = run(ref)
+    assert proc.returncode == 0, proc.stderr
+    steps = result["steps"]
+    assert steps["flaky"]["status"] == "completed"
+    assert steps["flaky"]["attempts"] == 2
+    assert load(stack, steps["flaky"]["outputs"]["output"]) == 20
+    assert load(stack, steps["double"]["outputs"]["output"]) == 40
+    assert steps["double"]["attempts"] == 1
+
+    recorded = shown(result["run_id"])
+    assert recorded["flaky"]["attempts"] == 2
+    assert recorded["flaky"]["status"] == "completed"
+    assert recorded["flaky"]["error"] is None  # the first attempt's error is not left behind
+    assert recorded["flaky"]["ended_at"] >= recorded["flaky"]["started_at"]
+    assert recorded["flaky"]["spec"]["settings"]["retries"] == 1
+
+    log = run_cli("logs", result["run_id"], "flaky", "--stack", STACK, check=True).stdout
+    assert "flaky attempt 1 starts" in log
+    assert "RuntimeError: the first attempt fails" in log
+    assert "attempt 2 of 2" in log
+    assert log.index("flaky attempt 1 starts") < log.index("flaky attempt 2 starts")
+    table = wide_table(result["run_id"])
+    assert "completed (2 attempts)" in next(ln for ln in table.splitlines() if "flaky" in ln)
+
+
+def test_retries_run_out_and_no_retries_means_one_attempt(stack: dict, tmp_path: Path) -> None:
+    ref = write(
+        tmp_path,
+        """
         @step(retries=2)
         def hopeless() -> int:
             print(f"hopeless attempt {attempt()}")
@@ -99,13 +143,8 @@ def test_a_step_failing_once_with_retries_1_succeeds_and_keeps_both_logs(
         def once() -> int:
             raise ValueError("no retries")
 
-        @step
-        def double(x: int) -> int:
-            return 2 * x
-
         @pipeline
         def flow() -> None:
-            double(flaky())
             hopeless()
             once()
         """,
@@ -113,34 +152,16 @@ def test_a_step_failing_once_with_retries_1_succeeds_and_keeps_both_logs(
     proc, result = run(ref)
     assert proc.returncode == 1, proc.stderr
     steps = result["steps"]
-    assert steps["flaky"]["status"] == "completed"
-    assert steps["flaky"]["attempts"] == 2
-    assert load(stack, steps["flaky"]["outputs"]["output"]) == 20
-    assert load(stack, steps["double"]["outputs"]["output"]) == 40
     assert (steps["hopeless"]["status"], steps["hopeless"]["attempts"]) == ("failed", 3)
     assert steps["hopeless"]["error"] == "ValueError: always"
     assert (steps["once"]["status"], steps["once"]["attempts"]) == ("failed", 1)
-
     recorded = shown(result["run_id"])
-    assert recorded["flaky"]["attempts"] == 2
-    assert recorded["flaky"]["status"] == "completed"
-    assert recorded["flaky"]["error"] is None  # the first attempt's error is not left behind
-    assert recorded["flaky"]["ended_at"] >= recorded["flaky"]["started_at"]
-    assert recorded["hopeless"]["attempts"] == 3
-    assert recorded["once"]["attempts"] == 1
-    assert recorded["flaky"]["spec"]["settings"]["retries"] == 1
-
-    log = run_cli("logs", result["run_id"], "flaky", "--stack", STACK, check=True).stdout
-    assert "flaky attempt 1 starts" in log
-    assert "RuntimeError: the first attempt fails" in log
-    assert "attempt 2 of 2" in log
-    assert log.index("flaky attempt 1 starts") < log.index("flaky attempt 2 starts")
-    hopeless = run_cli("logs", result["run_id"], "hopeless", "--stack", STACK, check=True).stdout
-    assert [f"hopeless attempt {n}" in hopeless for n in (1, 2, 3)] == [True, True, True]
-
-    table = run_cli("run-show", result["run_id"], "--stack", STACK, check=True).stdout
-    assert "(2 attempts)" in table
-    assert "(3 attempts)" in table
+    assert (recorded["hopeless"]["attempts"], recorded["once"]["attempts"]) == (3, 1)
+    assert recorded["hopeless"]["error"] == "ValueError: always"
+    log = run_cli("logs", result["run_id"], "hopeless", "--stack", STACK, check=True).stdout
+    assert [f"hopeless attempt {n}" in log for n in (1, 2, 3)] == [True, True, True]
+    table = wide_table(result["run_id"])
+    assert "failed (3 attempts)" in next(ln for ln in table.splitlines() if "hopeless" in ln)
 
 
 def test_a_step_over_its_timeout_is_killed_with_its_children_and_skips_downstream(
