@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import MLSTACK, run_cli
+from tests.conftest import MLSTACK, run_cli, stack_up
 from tests.integration.test_docker_orchestrator import engine_ready
+from tests.integration.test_step_settings_local import LIGHT, load
+from tests.integration.test_step_settings_local import write as write_flow
 
 pytestmark = pytest.mark.docker
 
@@ -50,33 +51,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     home = tmp_path_factory.mktemp("settings-docker-home")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("MLSTACK_HOME", str(home))
-        try:
-            built = run_cli("base-image", "build", "--tag", BASE, timeout=1800)
-            assert built.returncode == 0, built.stderr
-            spec = home / "stack.yaml"
-            spec.write_text(
-                f"name: {STACK}\ncomponents:\n  container_registry: local\n"
-                f"  orchestrator:\n    flavor: docker\n    base_image: {BASE}\n"
-                "  tracker:\n    flavor: none\n  deployer:\n    flavor: none\n"
-            )
-            run_cli("up", str(spec), check=True)
-            outputs = json.loads(run_cli("outputs", STACK, "--json", "--show-secrets").stdout)
-            yield {"home": home, "outputs": outputs}
-        finally:
-            run_cli("down", STACK, "--yes")
+        built = run_cli("base-image", "build", "--tag", BASE, timeout=1800)
+        assert built.returncode == 0, built.stderr
+    spec = (
+        f"name: {STACK}\ncomponents:\n  container_registry: local\n"
+        f"  orchestrator:\n    flavor: docker\n    base_image: {BASE}\n{LIGHT}"
+    )
+    with stack_up(home, STACK, spec) as stack:
+        yield stack
 
 
 def write(folder: Path, body: str) -> str:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "flow.py").write_text(HEADER + textwrap.dedent(body))
-    return f"{folder / 'flow.py'}:flow"
-
-
-def load(stack: dict, art: dict) -> object:
-    from runner.artifacts import ArtifactStore
-
-    store = ArtifactStore(stack["outputs"]["artifact_store"]["uri"])
-    return store.load(art["uri"], art["materializer"], art["type_name"])
+    return write_flow(folder, body, HEADER)
 
 
 def stack_containers() -> list:

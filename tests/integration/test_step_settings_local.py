@@ -11,11 +11,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, stack_up
 
 pytestmark = pytest.mark.services
 
 STACK = "it-step-settings"
+LIGHT = "  tracker:\n    flavor: none\n  deployer:\n    flavor: none\n"  # metadata + store only
 
 HEADER = """
 import os
@@ -36,25 +37,17 @@ def attempt() -> int:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """A local stack with only the metadata server and the artifact store."""
     home = tmp_path_factory.mktemp("settings-home")
-    spec = home / "stack.yaml"
-    spec.write_text(
-        f"name: {STACK}\nprovider: local\ncomponents:\n"
-        "  tracker:\n    flavor: none\n  deployer:\n    flavor: none\n"
-    )
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("MLSTACK_HOME", str(home))
         env.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-        try:
-            run_cli("up", str(spec), check=True)
-            outputs = json.loads(run_cli("outputs", STACK, "--json", "--show-secrets").stdout)
-            yield {"home": home, "outputs": outputs}
-        finally:
-            run_cli("down", STACK, "--yes")
+        spec = f"name: {STACK}\nprovider: local\ncomponents:\n{LIGHT}"
+        with stack_up(home, STACK, spec) as stack:
+            yield stack
 
 
-def write(folder: Path, body: str) -> str:
+def write(folder: Path, body: str, header: str = HEADER) -> str:
+    """A pipeline file ``flow.py`` in ``folder`` (``header`` + ``body``); its reference."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "flow.py").write_text(HEADER + textwrap.dedent(body))
+    (folder / "flow.py").write_text(header + textwrap.dedent(body))
     return f"{folder / 'flow.py'}:flow"
 
 
