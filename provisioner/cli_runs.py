@@ -109,6 +109,7 @@ def _result_json(result: Any) -> dict[str, Any]:
                 "status": s.status,
                 "seconds": s.seconds,
                 "error": s.error,
+                "attempts": s.attempts,
                 "outputs": {k: a.model_dump(mode="json") for k, a in s.outputs.items()},
             }
             for name, s in result.steps.items()
@@ -209,6 +210,7 @@ def run_show(run_id: str, stack: str | None, as_json: bool) -> None:
         data["lineage"] = [e.model_dump(mode="json") for e in edges]
         for step in data["steps"]:
             step["cache_reason"] = reasons.get(step["name"], "")
+            step["attempts"] = _attempts(step["spec"])
         print_json(data)
         return
     from rich.table import Table
@@ -232,9 +234,17 @@ def run_show(run_id: str, stack: str | None, as_json: bool) -> None:
             for e in edges
             if e.step_id == s.id and e.direction.value == "output"
         ]
-        table.add_row(s.name, styled(s.status.value), _duration(s.started_at, s.ended_at),
+        status = styled(s.status.value)
+        if _attempts(s.spec) > 1:
+            status += f" ({_attempts(s.spec)} attempts)"
+        table.add_row(s.name, status, _duration(s.started_at, s.ended_at),
                       ", ".join(ins), ", ".join(outs), reasons.get(s.name, ""))  # fmt: skip
     out.print(table)
+
+
+def _attempts(spec: dict[str, Any]) -> int:
+    """How many times a step was started (the metadata server counts them; 0: never ran)."""
+    return int(spec.get("attempt") or 0)
 
 
 def cache_reasons(client: MetadataClient, detail: Any) -> dict[str, str]:

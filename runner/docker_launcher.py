@@ -15,13 +15,19 @@ import queue
 import shlex
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.context import OUTPUTS_ENV
 from runner.errors import RunnerError
 from runner.worker import Finished
 from stacks.common.docker_engine import docker_client
 from stacks.outputs import StackOutputs
+
+if TYPE_CHECKING:
+    from runner.sdk import Step
+    from runner.step_options import StepResources
+
+STOP_GRACE_SECONDS = 5  # a killed (timed-out) step's container: SIGTERM, then SIGKILL
 
 
 def mounts_for(outputs: StackOutputs, scratch: Path) -> dict[str, dict[str, str]]:
@@ -64,11 +70,12 @@ class DockerLauncher:
                 "check the registry with `mlstack status`",
             ) from None
 
-    def launch(self, step_id: str, log: Path, result: Path) -> None:
+    def launch(self, step_id: str, log: Path, result: Path, step: Step | None = None) -> None:
+        # Appended to: a retried step's log keeps its earlier attempts (runner/attempts.py).
         command = (
             f"exec python3 -m runner.entrypoint run-step --step-id {shlex.quote(step_id)}"
             f" --result {shlex.quote(str(result))} --log {shlex.quote(str(log))}"
-            f" > {shlex.quote(str(log))} 2>&1"
+            f" >> {shlex.quote(str(log))} 2>&1"
         )
         from runner.artifact_stores import container_env
 
@@ -86,6 +93,7 @@ class DockerLauncher:
                 "mlstack.step": step_id,
             },
             detach=True,
+            **container_resources(step.resources if step is not None else None),
         )
         with self._lock:
             self._containers[step_id] = container
@@ -104,16 +112,75 @@ class DockerLauncher:
                 self._containers.pop(step_id, None)
             self._done.put(Finished(step_id=step_id, code=code))
 
-    def wait(self) -> Finished:
+    def wait(self, timeout: float | None = None) -> Finished | None:
+        """The next step to exit; None when ``timeout`` seconds pass first."""
         while True:
             try:
-                return self._done.get(timeout=0.5)
+                return self._done.get(timeout=0.5 if timeout is None else timeout)
             except queue.Empty:
-                continue
+                if timeout is not None:
+                    return None
+
+    def kill(self, step_id: str) -> None:
+        """Stop one step's container (SIGTERM, SIGKILL after a grace period); its watcher
+        reports the exit."""
+        with self._lock:
+            container = self._containers.get(step_id)
+        if container is not None:
+            threading.Thread(target=_stop, args=(container,), daemon=True).start()
 
     def close(self, kill: bool = False) -> None:
         with self._lock:
             running = list(self._containers.values())
         for container in running:
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+
+
+def _stop(container: Any) -> None:
+    with contextlib.suppress(Exception):
+        container.stop(timeout=STOP_GRACE_SECONDS)
+
+
+def container_resources(resources: StepResources | None) -> dict[str, Any]:
+    """Docker SDK ``containers.run`` arguments for a step's CPU, memory and GPU request."""
+    if resources is None:
+        return {}
+    kwargs: dict[str, Any] = {}
+    if resources.cpu is not None:
+        kwargs["nano_cpus"] = int(resources.cpu * 1e9)
+    if resources.memory_gib is not None:
+        kwargs["mem_limit"] = int(resources.memory_gib * 1024**3)
+    if resources.gpus:
+        from docker.types import DeviceRequest
+
+        kwargs["device_requests"] = [DeviceRequest(count=resources.gpus, capabilities=[["gpu"]])]
+    return kwargs
+
+
+def check_gpus(client: Any, image: str, count: int) -> None:
+    """Start a throwaway container asking for ``count`` GPUs: one clear line if the engine
+    cannot give them (no NVIDIA runtime, or fewer GPUs), before any step runs."""
+    from docker.errors import APIError
+    from docker.types import DeviceRequest
+
+    container = None
+    try:
+        container = client.containers.create(
+            image, command=["true"], network_mode="host",
+            device_requests=[DeviceRequest(count=count, capabilities=[["gpu"]])],
+        )  # fmt: skip
+        container.start()
+        container.wait()
+    except APIError as exc:
+        reason = str(exc.explanation or exc).splitlines()[0]
+        raise RunnerError(
+            f"the pipeline asks for {count} GPU(s) but the Docker Engine cannot provide them:"
+            f" {reason}",
+            "install the NVIDIA Container Toolkit on the Docker host, or drop gpus from the"
+            " steps' resources",
+        ) from None
+    finally:
+        if container is not None:
             with contextlib.suppress(Exception):
                 container.remove(force=True)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runner.attempts import Attempts, start_retry_log
 from runner.cache import cache_key
 from runner.entrypoint import artifact_store_for
 from runner.errors import RunnerError, StepFailed
@@ -47,6 +48,7 @@ class StepResult:
     error: str | None = None
     log_tail: str = ""
     crashed: bool = False  # the process died before it could record what went wrong
+    attempts: int = 1  # how many times it was launched (retries: runner/attempts.py)
 
     @property
     def cached(self) -> bool:
@@ -107,6 +109,9 @@ def run(
         launcher = ready.launcher
         driver = _Driver(compiled, outputs, launcher, store, no_cache, progress, scratch)
         driver.fail_fast = pipeline.fail_fast if fail_fast is None else fail_fast
+        driver.attempts = Attempts(
+            launcher, native_retries=ready.native_retries, native_timeouts=ready.native_timeouts
+        )
         return driver.run(extra_spec=ready.extra_spec, code_ref=ready.code_ref)
     finally:
         if launcher is not None:
@@ -149,6 +154,7 @@ class _Driver:
         self.fingerprinter = Fingerprinter()
         self.fail_fast = False
         self._warned: set[str] = set()
+        self.attempts = Attempts(launcher, native_retries=False, native_timeouts=False)
 
     def run(self, *, extra_spec: dict[str, Any], code_ref: str | None) -> RunResult:
         """Record the run, walk the DAG; ``extra_spec`` goes into every step's spec."""
@@ -232,7 +238,7 @@ class _Driver:
                     progressed = True
             if not self.running:
                 return
-            finished = self.launcher.wait()
+            finished = self.attempts.wait(self.running)
             self._finish(finished.step_id, finished.code)
             if self.fail_fast and self._has_failure() and self.running:
                 self._cancel_running("cancelled: a sibling step failed (fail-fast)")
@@ -295,6 +301,7 @@ class _Driver:
             "collections": inv.collections,
             "tracker_run_id": self.tracker_run_id,
             "cache": {**cache_info.as_dict(), "mode": mode},
+            "settings": _settings(inv.step),
             **self.extra_spec,
         }
         if mode == "on" and self._try_cache(name, key, spec, inputs):
@@ -303,7 +310,9 @@ class _Driver:
         self.state[name] = "running"
         self.running[step.id] = (name, time.monotonic())
         self.progress.update(name, "running")
-        self.launcher.launch(step.id, self.tmp / f"{name}.log", self.tmp / f"{name}.json")
+        self.attempts.launch(
+            name, step.id, inv.step, self.tmp / f"{name}.log", self.tmp / f"{name}.json"
+        )
 
     def _try_cache(
         self, name: str, key: str, spec: dict[str, Any], inputs: dict[str, ArtifactOut]
@@ -353,19 +362,58 @@ class _Driver:
             data = json.loads(result_file.read_text())
         if code == 0 and data.get("status") == "completed":
             outputs = {k: ArtifactOut.model_validate(v) for k, v in data["outputs"].items()}
-            self.results[name] = StepResult(name, "completed", step_id, seconds, outputs)
+            self.results[name] = StepResult(
+                name, "completed", step_id, seconds, outputs,
+                attempts=self.attempts.attempts_of(name) or 1,
+            )  # fmt: skip
             self.state[name] = "completed"
             self.progress.update(name, "completed")
             return
         error = data.get("error") or _describe_exit(code)
-        if not data:  # the child died before it could record anything
+        timed_out = self.attempts.timeout_error(step_id)
+        if timed_out:
+            error = timed_out
+            self._record_timeout(name, step_id, error)
+        elif self._retry(name, step_id, started, error):
+            return
+        if not data and not timed_out:  # the child died before it could record anything
             self.client.update_step(step_id, status="failed", error=error)
         tail = log_tail(self.tmp / f"{name}.log")
         self.results[name] = StepResult(
-            name, "failed", step_id, seconds, error=error, log_tail=tail, crashed=not data
-        )
+            name, "failed", step_id, seconds, error=error, log_tail=tail, crashed=not data,
+            attempts=self.attempts.attempts_of(name) or 1,
+        )  # fmt: skip
         self.state[name] = "failed"
         self.progress.update(name, "failed", error.splitlines()[0][:120])
+
+    # -- retries and timeouts (runner/attempts.py) -----------------------------------------
+
+    def _retry(self, name: str, step_id: str, started: float, error: str) -> bool:
+        """Launch a failed step again under the same record if its ``retries`` allow."""
+        step = self.compiled.invocations[name].step
+        if not self.attempts.retry_due(name, step, timed_out=False):
+            return False
+        attempt, of = self.attempts.attempts_of(name) + 1, step.retries + 1
+        log, result = self.tmp / f"{name}.log", self.tmp / f"{name}.json"
+        start_retry_log(log, attempt, of, error.splitlines()[0] if error else "")
+        result.unlink(missing_ok=True)
+        self.running[step_id] = (name, started)
+        self.progress.update(name, "running", f"attempt {attempt} of {of} (after: {error[:80]})")
+        self.attempts.launch(name, step_id, step, log, result)
+        return True
+
+    def _record_timeout(self, name: str, step_id: str, error: str) -> None:
+        """The killed attempt could not record itself: its status, error and log, from here."""
+        log = self.tmp / f"{name}.log"
+        log_uri = None
+        if log.exists():
+            with log.open("a", encoding="utf-8") as out:
+                out.write(f"\n===== mlstack: {error}: the step was killed =====\n")
+            try:
+                log_uri = self.store.put_log(self.run_id, name, log)
+            except RunnerError as exc:
+                self._warn(name, [f"its log was not uploaded: {exc}"])
+        self.client.update_step(step_id, status="failed", error=error, log_uri=log_uri)
 
     def _skip_rest(self) -> None:
         for name in self.compiled.order:
@@ -375,6 +423,11 @@ class _Driver:
                 self.state[name] = "skipped"
                 self.results[name] = StepResult(name, "skipped", step.id)
                 self.progress.update(name, "skipped", "an upstream step failed")
+
+
+def _settings(step: Any) -> dict[str, Any]:
+    """The step's run settings, recorded in its spec (not part of its cache key)."""
+    return {"resources": step.resources.as_dict(), "retries": step.retries, "timeout": step.timeout}
 
 
 def _describe_exit(code: int) -> str:

@@ -19,6 +19,12 @@ from pathlib import Path
 from typing import Any, overload
 
 from runner.errors import PipelineDefinitionError
+from runner.step_options import (
+    StepResources,
+    parse_duration,
+    parse_resources,
+    parse_retries,
+)
 
 _ACTIVE: list[_Builder] = []
 
@@ -144,7 +150,7 @@ def rebuild_collection(spec: dict[str, Any], loaded: dict[str, Any]) -> Any:
     return tuple(items) if spec["type"] == "tuple" else items
 
 
-_STEP_OPTIONS = ("outputs", "cache", "cache_deps", "name")
+_STEP_OPTIONS = ("outputs", "cache", "cache_deps", "name", "resources", "retries", "timeout")
 
 
 class Step:
@@ -158,11 +164,18 @@ class Step:
         cache: bool = True,
         cache_deps: tuple[str, ...] = (),
         name: str | None = None,
+        resources: StepResources | dict[str, Any] | None = None,
+        retries: int = 0,
+        timeout: float | str | None = None,
     ) -> None:
         functools.update_wrapper(self, func)
         self.func = func
         self.name = name or func.__name__
         self.signature = inspect.signature(func)
+        # Run settings (runner/step_options.py): not part of the cache key.
+        self.resources: StepResources = parse_resources(self.name, resources)
+        self.retries: int = parse_retries(self.name, retries)
+        self.timeout: float | None = parse_duration(self.name, "timeout", timeout)
         self.cache = cache
         self.cache_deps = tuple(cache_deps)
         self.outputs = outputs or _outputs_from_annotation(func)
@@ -228,9 +241,16 @@ def step(
     cache: bool = True,
     cache_deps: tuple[str, ...] = (),
     name: str | None = None,
+    resources: StepResources | dict[str, Any] | None = None,
+    retries: int = 0,
+    timeout: float | str | None = None,
 ) -> Callable[[Callable[..., Any]], Step]: ...
 def step(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
-    """Declare a step: ``@step`` or ``@step(outputs=("a", "b"), cache=False)``."""
+    """Declare a step: ``@step`` or ``@step(outputs=("a", "b"), cache=False)``.
+
+    ``resources={"cpu": 2, "memory_gib": 4, "gpus": 1}``, ``retries=2`` and
+    ``timeout="30m"`` (or seconds) say how each attempt runs; see runner/step_options.py.
+    """
     unknown = sorted(set(options) - set(_STEP_OPTIONS))
     if unknown:
         where = f" on {func.__name__!r}" if func is not None else ""

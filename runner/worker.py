@@ -18,10 +18,15 @@ import select
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from runner.errors import RunnerError
 from stacks.outputs import StackOutputs
+
+if TYPE_CHECKING:
+    from runner.sdk import Step
+
+KILL_GRACE_SECONDS = 5.0  # SIGTERM to a killed step's process group, then SIGKILL
 
 
 @dataclass(frozen=True)
@@ -48,19 +53,36 @@ class ForkWorker:
         os.close(evt_w)
         self.pid = pid
         self._cmd = os.fdopen(cmd_w, "w", buffering=1)
-        self._evt = os.fdopen(evt_r, "r")
+        self._evt = os.fdopen(evt_r, "rb", buffering=0)
+        self._pending = b""
 
-    def launch(self, step_id: str, log: Path, result: Path) -> None:
-        msg = {"step_id": step_id, "log": str(log), "result": str(result)}
+    def launch(self, step_id: str, log: Path, result: Path, step: Step | None = None) -> None:
+        msg: dict[str, Any] = {"step_id": step_id, "log": str(log), "result": str(result)}
+        if step is not None and step.resources.gpus:
+            # Locally nothing else limits a step's GPUs; this names the ones it asked for.
+            msg["env"] = {"CUDA_VISIBLE_DEVICES": gpu_list(step.resources.gpus)}
+        self._send(msg)
+
+    def kill(self, step_id: str) -> None:
+        """Stop one running step: its whole process group (SIGTERM, then SIGKILL)."""
+        self._send({"kill": step_id})
+
+    def _send(self, msg: dict[str, Any]) -> None:
         try:
             self._cmd.write(json.dumps(msg) + "\n")
         except BrokenPipeError:
             raise RunnerError("the step worker exited unexpectedly") from None
 
-    def wait(self) -> Finished:
-        line = self._evt.readline()
-        if not line:
-            raise RunnerError("the step worker exited unexpectedly")
+    def wait(self, timeout: float | None = None) -> Finished | None:
+        """The next step to exit; None when ``timeout`` seconds pass first."""
+        while b"\n" not in self._pending:
+            if timeout is not None and not select.select([self._evt], [], [], timeout)[0]:
+                return None
+            chunk = self._evt.read(65536)
+            if not chunk:
+                raise RunnerError("the step worker exited unexpectedly")
+            self._pending += chunk
+        line, self._pending = self._pending.split(b"\n", 1)
         data = json.loads(line)
         return Finished(step_id=data["step_id"], code=int(data["code"]))
 
@@ -88,8 +110,45 @@ def _serve(cmd_fd: int, evt_fd: int, outputs: StackOutputs) -> NoReturn:
         os._exit(code)
 
 
+def gpu_list(count: int) -> str:
+    """``CUDA_VISIBLE_DEVICES`` for a request of ``count`` GPUs: "0,1,...,count-1"."""
+    return ",".join(str(i) for i in range(count))
+
+
+def _kill_group(pid: int, sig: int) -> None:
+    """Signal a step's process group (its pid), or just the step if it has none yet."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+    except PermissionError:
+        pass
+
+
+def _kill_step(children: dict[int, str], step_id: str, escalate: list[tuple[float, int]]) -> None:
+    import time
+
+    for pid, running in list(children.items()):
+        if running == step_id:
+            _kill_group(pid, signal.SIGTERM)
+            escalate.append((time.monotonic() + KILL_GRACE_SECONDS, pid))
+
+
+def _escalate(escalate: list[tuple[float, int]]) -> None:
+    """SIGKILL the groups of killed steps whose grace period is over."""
+    import time
+
+    now = time.monotonic()
+    for due, pid in [e for e in escalate if e[0] <= now]:
+        escalate.remove((due, pid))
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
 def _loop(cmd_fd: int, evt_fd: int, outputs: StackOutputs) -> None:
     children: dict[int, str] = {}
+    escalate: list[tuple[float, int]] = []  # (when, pgid): killed steps to SIGKILL
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     wake_r, wake_w = os.pipe()
     for fd in (wake_r, wake_w):
@@ -101,7 +160,9 @@ def _loop(cmd_fd: int, evt_fd: int, outputs: StackOutputs) -> None:
     open_cmd = True
     while open_cmd or children:
         _reap(children, evt_fd)
-        readable, _, _ = select.select([cmd_fd, wake_r] if open_cmd else [wake_r], [], [], 1.0)
+        _escalate(escalate)
+        wait = 0.2 if escalate else 1.0
+        readable, _, _ = select.select([cmd_fd, wake_r] if open_cmd else [wake_r], [], [], wait)
         if wake_r in readable:
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_r, 4096)
@@ -115,9 +176,14 @@ def _loop(cmd_fd: int, evt_fd: int, outputs: StackOutputs) -> None:
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
                 request = json.loads(line)
+                if "kill" in request:
+                    _kill_step(children, request["kill"], escalate)
+                    continue
                 pid = os.fork()
                 if pid == 0:
                     _child(request, outputs, (cmd_fd, evt_fd, wake_r, wake_w))
+                with contextlib.suppress(OSError):  # the child does it too: no race either way
+                    os.setpgid(pid, pid)
                 children[pid] = request["step_id"]
 
 
@@ -139,14 +205,15 @@ def _reap(children: dict[int, str], evt_fd: int) -> None:
 
 def _terminate(children: dict[int, str]) -> None:
     for pid in list(children):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+        _kill_group(pid, signal.SIGTERM)
 
 
 def _child(request: dict[str, Any], outputs: StackOutputs, fds: tuple[int, ...]) -> NoReturn:
     """One step, in a fresh fork of the worker: output to its log, then exit."""
     code = 1
     try:
+        with contextlib.suppress(OSError):
+            os.setpgid(0, 0)  # its own process group: a timeout kills what it started too
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
@@ -157,6 +224,7 @@ def _child(request: dict[str, Any], outputs: StackOutputs, fds: tuple[int, ...])
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
         os.close(log_fd)
+        os.environ.update(request.get("env") or {})
         from runner.entrypoint import execute_step
 
         code = execute_step(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -52,6 +54,24 @@ def run_cli(
             f"mlstack {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
         )
     return proc
+
+
+@contextlib.contextmanager
+def stack_up(home: Path, name: str, spec_text: str) -> Iterator[dict[str, Any]]:
+    """``mlstack up`` a stack from ``spec_text`` under $MLSTACK_HOME=``home``; ``down`` after.
+
+    Yields ``{"home": ..., "outputs": ...}`` (outputs with secrets shown).
+    """
+    spec = home / "stack.yaml"
+    spec.write_text(spec_text)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLSTACK_HOME", str(home))
+        try:
+            run_cli("up", str(spec), check=True)
+            outputs = json.loads(run_cli("outputs", name, "--json", "--show-secrets").stdout)
+            yield {"home": home, "outputs": outputs}
+        finally:
+            run_cli("down", name, "--yes")
 
 
 def gone(pid: int) -> bool:

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 from fastapi import status as http
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from runner.metadata.db import SessionDep, commit_or_409, fetch_or_404
 from runner.metadata.guard import CONFLICT, NOT_FOUND
@@ -78,9 +79,15 @@ def get_artifact(artifact_id: str, session: SessionDep) -> ArtifactOut:
     responses={**NOT_FOUND, **CONFLICT},
 )
 def add_input(step_id: str, body: InputCreate, session: SessionDep) -> LineageEdge:
-    """Record that a step read an artifact as its input ``name``."""
+    """Record that a step read an artifact as its input ``name``.
+
+    Idempotent for the same artifact: a retried attempt of the step records its inputs
+    again. A different artifact under a recorded name is a 409.
+    """
     step = fetch_or_404(session, Step, step_id, "step")
     artifact = fetch_or_404(session, Artifact, body.artifact_id, "artifact")
+    if _has_input(session, step_id, body.name, artifact.id):
+        return _input_edge(step, artifact, body.name)
     session.add(
         Lineage(
             step_id=step_id,
@@ -90,13 +97,28 @@ def add_input(step_id: str, body: InputCreate, session: SessionDep) -> LineageEd
         )
     )
     commit_or_409(session, f"step {step_id!r} already has an input {body.name!r}")
+    return _input_edge(step, artifact, body.name)
+
+
+def _has_input(session: Session, step_id: str, name: str, artifact_id: str) -> bool:
+    found = session.scalars(
+        select(Lineage.artifact_id).where(
+            Lineage.step_id == step_id,
+            Lineage.direction == Direction.INPUT.value,
+            Lineage.name == name,
+        )
+    ).first()
+    return found == artifact_id
+
+
+def _input_edge(step: Step, artifact: Artifact, name: str) -> LineageEdge:
     return LineageEdge(
         step_id=step.id,
         step_name=step.name,
         artifact_id=artifact.id,
         artifact_uri=artifact.uri,
         direction=Direction.INPUT,
-        name=body.name,
+        name=name,
     )
 
 

@@ -61,6 +61,20 @@ def _stamp(fields: dict[str, Any], row: Run | Step, terminal: frozenset[Any]) ->
         fields.setdefault("ended_at", now)
 
 
+def _new_attempt(fields: dict[str, Any], step: Step) -> None:
+    """A step entering ``running`` starts an attempt: count it in ``spec["attempt"]``.
+
+    A retry (by the driver, or by an orchestrator such as AWS Batch) runs the same step
+    record again: the new attempt starts without the last one's end time and error.
+    """
+    if fields.get("status") != "running" or step.status == "running":
+        return
+    step.spec = {**(step.spec or {}), "attempt": int((step.spec or {}).get("attempt", 0)) + 1}
+    if step.status in TERMINAL_STEP_STATUSES:
+        fields.setdefault("ended_at", None)
+        fields.setdefault("error", None)
+
+
 def _changes(body: RunUpdate | StepUpdate) -> dict[str, Any]:
     """The fields a PATCH sent; an explicit null status means "leave it"."""
     fields = body.model_dump(exclude_unset=True, exclude={"id"})
@@ -260,6 +274,7 @@ def update_step(step_id: str, body: StepUpdate, session: SessionDep) -> StepOut:
     """Change the fields sent; a status change also stamps started_at/ended_at if unset."""
     step = fetch_or_404(session, Step, step_id, "step")
     fields = _changes(body)
+    _new_attempt(fields, step)
     _stamp(fields, step, TERMINAL_STEP_STATUSES)
     _apply(step, fields)
     session.commit()
@@ -281,6 +296,7 @@ def update_steps(body: StepBatch, session: SessionDep) -> list[StepOut]:
     for update in body.updates:
         step = rows[update.id]
         fields = _changes(update)
+        _new_attempt(fields, step)
         _stamp(fields, step, TERMINAL_STEP_STATUSES)
         _apply(step, fields)
     session.commit()

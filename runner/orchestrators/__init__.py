@@ -2,8 +2,11 @@
 
 An orchestrator's ``prepare`` readies what the run needs (an image, the code) and returns a
 launcher with ``launch(step_id, log, result)``, ``wait()`` and ``close(kill)``, plus the
-fields every step spec gets and the run's code reference. The driver in ``runner/run.py``
-looks the orchestrator up here by the kind in the stack's outputs.
+fields every step spec gets and the run's code reference. A launcher whose ``launch`` takes
+a ``step`` keyword gets the :class:`runner.sdk.Step` (its resources); one the driver enforces
+timeouts on has ``wait(timeout=seconds)`` (None when nothing finished) and ``kill(step_id)``.
+The driver in ``runner/driver.py`` looks the orchestrator up here by the kind in the stack's
+outputs.
 """
 
 from __future__ import annotations
@@ -23,11 +26,17 @@ if TYPE_CHECKING:
 
 @dataclass
 class Prepared:
-    """A launcher ready for the run, what every step spec gets, and the code reference."""
+    """A launcher ready for the run, what every step spec gets, and the code reference.
+
+    ``native_retries`` / ``native_timeouts``: the orchestrator itself retries failed attempts
+    (``step.retries``) / stops attempts over ``step.timeout``, so the driver does not.
+    """
 
     launcher: Any
     extra_spec: dict[str, Any] = field(default_factory=dict)
     code_ref: str | None = None
+    native_retries: bool = False
+    native_timeouts: bool = False
 
 
 class Orchestrator:

@@ -1,4 +1,8 @@
-"""The docker orchestrator: one host-network container per step (runner/docker_launcher.py)."""
+"""The docker orchestrator: one host-network container per step (runner/docker_launcher.py).
+
+A step's resources become the container's CPU quota (nano_cpus), memory limit and GPU
+device requests; the driver does its retries and timeouts (runner/attempts.py).
+"""
 
 from __future__ import annotations
 
@@ -36,4 +40,9 @@ class DockerOrchestrator(Orchestrator):
             code = package_code(compiled.source, store, use_git=False)
         progress.update("code", "ready", code.describe())
         launcher = DockerLauncher(self.outputs, build.image, scratch, run_label="")
+        gpus = max(inv.step.resources.gpus for inv in compiled.invocations.values())
+        if gpus:
+            from runner.docker_launcher import check_gpus
+
+            check_gpus(launcher.client, build.image, gpus)
         return Prepared(launcher, {"code": code.as_dict(), "image": build.image}, code.describe())

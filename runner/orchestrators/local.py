@@ -1,4 +1,9 @@
-"""The local orchestrator: a warm worker forked once, one fork per step (runner/worker.py)."""
+"""The local orchestrator: a warm worker forked once, one fork per step (runner/worker.py).
+
+Timeouts kill a step's process group and retries relaunch it (runner/attempts.py); a GPU
+request becomes ``CUDA_VISIBLE_DEVICES=0..n-1``; cpu and memory are not enforced (a warning
+says so once per run).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,23 @@ def _warm_up() -> None:
     import runner.metadata.client  # noqa: F401
 
 
+def _warn_unenforced(compiled: CompiledPipeline) -> None:
+    """Once per run: local steps share the machine, so cpu and memory requests are not limits."""
+    import sys
+
+    asking = sorted(
+        name
+        for name, inv in compiled.invocations.items()
+        if inv.step.resources.cpu is not None or inv.step.resources.memory_gib is not None
+    )
+    if asking:
+        print(
+            f"warning: the local orchestrator does not enforce cpu or memory requests"
+            f" (steps {', '.join(asking)}); they apply on the docker and aws_batch orchestrators",
+            file=sys.stderr,
+        )
+
+
 class LocalOrchestrator(Orchestrator):
     def prepare(
         self,
@@ -31,6 +53,7 @@ class LocalOrchestrator(Orchestrator):
     ) -> Prepared:
         from runner.worker import ForkWorker
 
+        _warn_unenforced(compiled)
         _warm_up()
         # The worker forks before the driver starts any thread.
         return Prepared(ForkWorker(self.outputs), {}, compiled.source.path)

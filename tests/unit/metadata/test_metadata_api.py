@@ -166,6 +166,37 @@ def test_steps_are_unique_per_run(app_client: TestClient) -> None:
     assert app_client.patch("/steps/nope", json={}).status_code == 404
 
 
+def test_each_entry_into_running_is_an_attempt_and_a_retry_starts_clean(
+    app_client: TestClient,
+) -> None:
+    run = _run(app_client)
+    step = _step(app_client, run["id"], "train")
+    assert "attempt" not in step["spec"]
+
+    def patch(**body: Any) -> dict[str, Any]:
+        response = app_client.patch(f"/steps/{step['id']}", json=body)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    first = patch(status="running")
+    assert first["spec"]["attempt"] == 1
+    assert patch(status="running")["spec"]["attempt"] == 1  # already running: same attempt
+    failed = patch(status="failed", error="boom")
+    assert failed["ended_at"] is not None and failed["error"] == "boom"
+    retry = patch(status="running")
+    assert retry["spec"]["attempt"] == 2
+    assert retry["ended_at"] is None and retry["error"] is None
+    assert retry["started_at"] == first["started_at"]  # the step's time covers every attempt
+    done = app_client.post(
+        "/steps/batch", json={"updates": [{"id": step["id"], "status": "completed"}]}
+    ).json()[0]
+    assert done["ended_at"] is not None and done["error"] is None
+    third = app_client.post(
+        "/steps/batch", json={"updates": [{"id": step["id"], "status": "running"}]}
+    ).json()[0]
+    assert third["spec"]["attempt"] == 3
+
+
 # --- artifacts, lineage, cache --------------------------------------------------------------
 
 
@@ -193,10 +224,17 @@ def test_artifacts_and_lineage_edges(app_client: TestClient) -> None:
     by_hash = app_client.get("/artifacts", params={"content_hash": "sha256:data"}).json()
     assert [a["id"] for a in by_hash] == [data["id"]]
 
+    # A retried attempt records its inputs again: the same edge is fine, once.
     again = app_client.post(
         f"/steps/{train['id']}/inputs", json={"artifact_id": data["id"], "name": "df"}
     )
-    assert again.status_code == 409
+    assert again.status_code == 201 and again.json()["artifact_id"] == data["id"]
+    edges = app_client.get(f"/runs/{run['id']}/lineage").json()
+    assert len([e for e in edges if e["direction"] == "input" and e["name"] == "df"]) == 1
+    other = app_client.post(
+        f"/steps/{train['id']}/inputs", json={"artifact_id": model["id"], "name": "df"}
+    )
+    assert other.status_code == 409
     dup_output = {**data, "producer_step_id": load["id"]}
     for key in ("id", "created_at"):
         dup_output.pop(key)

@@ -202,13 +202,15 @@ def test_fan_in_list_and_dict_of_outputs_are_input_edges() -> None:
 
 
 def test_unknown_step_option_is_a_definition_error() -> None:
-    with pytest.raises(PipelineDefinitionError, match="unknown option 'timeout'") as info:
+    with pytest.raises(PipelineDefinitionError, match="unknown option 'priority'") as info:
 
-        @step(timeout=5)
+        @step(priority=5)
         def slow() -> int:
             return 1
 
-    assert "options: outputs, cache, cache_deps, name" in str(info.value)
+    assert "options: outputs, cache, cache_deps, name, resources, retries, timeout" in str(
+        info.value
+    )
 
 
 def test_syntax_error_in_the_pipeline_file_names_it(tmp_path: Path) -> None:
