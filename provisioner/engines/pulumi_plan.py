@@ -21,73 +21,28 @@ from typing import Any
 from provisioner.engines.base import PlannedChange, PlanResult
 from stacks.spec import StackSpec
 
-PLAN_ACCOUNT = "123456789012"
 PLAN_SECRET = "generated-at-up"
 
-# Key inputs worth showing (and pricing) per resource type: label -> dotted input path.
-DETAILS: dict[str, dict[str, str]] = {
-    "aws:s3/bucket:Bucket": {"bucket": "bucket", "force_destroy": "forceDestroy"},
-    "aws:s3/bucketVersioning:BucketVersioning": {"versioning": "versioningConfiguration.status"},
-    "aws:ecr/repository:Repository": {
-        "name": "name",
-        "force_delete": "forceDelete",
-        "scan_on_push": "imageScanningConfiguration.scanOnPush",
-    },
-    "aws:secretsmanager/secret:Secret": {
-        "name": "name",
-        "recovery_window_days": "recoveryWindowInDays",
-    },
-    "aws:batch/computeEnvironment:ComputeEnvironment": {
-        "compute": "computeResources.type",
-        "max_vcpus": "computeResources.maxVcpus",
-    },
-    "aws:batch/jobQueue:JobQueue": {"name": "name"},
-    "aws:cloudwatch/logGroup:LogGroup": {"name": "name", "retention_days": "retentionInDays"},
-    "aws:rds/instance:Instance": {
-        "engine": "engine",
-        "engine_version": "engineVersion",
-        "instance_class": "instanceClass",
-        "storage_gib": "allocatedStorage",
-        "storage_type": "storageType",
-        "multi_az": "multiAz",
-        "skip_final_snapshot": "skipFinalSnapshot",
-        "deletion_protection": "deletionProtection",
-    },
-    "aws:ecs/taskDefinition:TaskDefinition": {
-        "family": "family",
-        "cpu_units": "cpu",
-        "memory_mib": "memory",
-    },
-    "aws:ecs/service:Service": {
-        "launch_type": "launchType",
-        "count": "desiredCount",
-        "public_ip": "networkConfiguration.assignPublicIp",
-        "task_definition": "taskDefinition",
-    },
-    "aws:lb/loadBalancer:LoadBalancer": {"lb_type": "loadBalancerType", "internal": "internal"},
-    "aws:lb/listener:Listener": {"port": "port"},
-    "aws:ec2/vpc:Vpc": {"cidr": "cidrBlock"},
-    "aws:ec2/subnet:Subnet": {"cidr": "cidrBlock"},
-    "aws:iam/role:Role": {"name": "name"},
-    "aws:scheduler/schedule:Schedule": {
-        "schedule": "scheduleExpression",
-        "starts": "startDate",
-        "target": "target.arn",
-    },
-    "kubernetes:core/v1:Namespace": {"name": "metadata.name"},
-    "kubernetes:apps/v1:Deployment": {
-        "count": "spec.replicas",
-        "image": "spec.template.spec.containers.0.image",
-        "cpu": "spec.template.spec.containers.0.resources.requests.cpu",
-        "memory": "spec.template.spec.containers.0.resources.requests.memory",
-    },
-    "kubernetes:core/v1:PersistentVolumeClaim": {
-        "size": "spec.resources.requests.storage",
-        "storage_class": "spec.storageClassName",
-    },
-    "kubernetes:core/v1:Service": {"port": "spec.ports.0.port"},
-    "kubernetes:batch/v1:Job": {"image": "spec.template.spec.containers.0.image"},
-}
+
+def provider_mocks(typ: str) -> ModuleType | None:
+    """The mock data kept beside the program of the resource type's provider, if any.
+
+    ``aws:s3/bucket:Bucket`` → ``stacks.aws.plan_mocks``; a type of a package without a stack
+    program (``pulumi:providers:aws``, ``random:...``) has none and its inputs are echoed back.
+    """
+    name = f"stacks.{typ.split(':', 1)[0]}.plan_mocks"
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and name.startswith(exc.name):
+            return None
+        raise
+
+
+def details_for(typ: str) -> dict[str, str]:
+    """Label -> dotted input path of the inputs worth showing for one resource type."""
+    mocks = provider_mocks(typ)
+    return mocks.DETAILS.get(typ, {}) if mocks else {}
 
 
 @dataclass
@@ -134,64 +89,6 @@ class MockRun:
         return found[0]
 
 
-def _physical_name(typ: str, name: str, inputs: dict[str, Any]) -> str:
-    for key in ("name", "bucket", "identifier", "family"):
-        if isinstance(inputs.get(key), str):
-            return str(inputs[key])
-    return name
-
-
-def _fake_state(typ: str, name: str, inputs: dict[str, Any], region: str) -> dict[str, Any]:
-    """Inputs echoed back plus the computed attributes other resources and outputs read."""
-    physical = _physical_name(typ, name, inputs)
-    state = dict(inputs)
-    if typ == "kubernetes:core/v1:Service" and (inputs.get("spec") or {}).get("type") == (
-        "LoadBalancer"
-    ):  # what the cloud's load balancer controller reports once it has an address
-        state["status"] = {"loadBalancer": {"ingress": [{"hostname": f"{name}.plan.example"}]}}
-    if not typ.startswith("aws:"):
-        return state
-    acct = PLAN_ACCOUNT
-    service, _, kind = typ.split(":")[1].partition("/")
-    kind = kind.split(":")[0]
-    state["arn"] = f"arn:aws:{service}:{region}:{acct}:{kind}/{physical}"
-    state.setdefault("name", physical)
-    if typ == "aws:s3/bucket:Bucket":
-        state["arn"] = f"arn:aws:s3:::{physical}"
-        state["bucketDomainName"] = f"{physical}.s3.amazonaws.com"
-    elif typ == "aws:ecr/repository:Repository":
-        state["repositoryUrl"] = f"{acct}.dkr.ecr.{region}.amazonaws.com/{physical}"
-    elif typ == "aws:iam/role:Role":
-        state["arn"] = f"arn:aws:iam::{acct}:role/{physical}"
-    elif typ == "aws:secretsmanager/secret:Secret":
-        state["arn"] = f"arn:aws:secretsmanager:{region}:{acct}:secret:{physical}-AbCdEf"
-    elif typ == "aws:cloudwatch/logGroup:LogGroup":
-        state["arn"] = f"arn:aws:logs:{region}:{acct}:log-group:{physical}"
-    elif typ == "aws:rds/instance:Instance":
-        state["address"] = f"{physical}.plan.{region}.rds.amazonaws.com"
-        state["port"] = 5432
-        state["endpoint"] = f"{state['address']}:5432"
-    elif typ == "aws:lb/loadBalancer:LoadBalancer":
-        state["dnsName"] = f"{physical}-0.{region}.elb.amazonaws.com"
-    return state
-
-
-def _fake_call(token: str, region: str) -> dict[str, Any]:
-    if token == "aws:index/getCallerIdentity:getCallerIdentity":
-        return {
-            "accountId": PLAN_ACCOUNT,
-            "arn": f"arn:aws:iam::{PLAN_ACCOUNT}:user/plan",
-            "userId": "PLAN",
-            "id": PLAN_ACCOUNT,
-        }
-    if token == "aws:index/getPartition:getPartition":
-        return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
-    if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
-        names = [f"{region}{z}" for z in "abc"]
-        return {"names": names, "zoneIds": [f"z-{n}" for n in names], "id": region}
-    return {}
-
-
 def _make_mocks(region: str) -> Any:
     import pulumi
 
@@ -207,11 +104,14 @@ def _make_mocks(region: str) -> Any:
                 args.provider or "",
                 bool(args.custom),
             )
-            state = _fake_state(args.typ, args.name, dict(args.inputs), region)
+            mocks = provider_mocks(args.typ)
+            inputs = dict(args.inputs)
+            state = mocks.fake_state(args.typ, args.name, inputs, region) if mocks else inputs
             return f"{args.name}-id", state
 
         def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list | None]:
-            return _fake_call(args.token, region), []
+            mocks = provider_mocks(args.token)
+            return (mocks.fake_call(args.token, region) if mocks else {}), []
 
     return RecordingMocks()
 
@@ -349,7 +249,7 @@ def changes(run: MockRun, spec: StackSpec, reason: str) -> list[PlannedChange]:
             details["region"] = region
         if target is not None and res.type.startswith("kubernetes:"):
             details["context"] = target.context
-        for label, path in DETAILS.get(res.type, {}).items():
+        for label, path in details_for(res.type).items():
             value = res.get(path)
             if isinstance(value, float) and value.is_integer():
                 value = int(value)  # protobuf numbers arrive as floats
