@@ -4,6 +4,7 @@
 command fails leaves its old section as it was and makes this script exit 1. Sections this
 script does not own (e.g. "Offline plan (AWS stack)") are kept byte for byte.
 `benchmarks/bench_plan_aws.py`, when present, is run too (it keeps its own section).
+`run.py bench_cli_start.py ...` runs only the named scripts; the other sections stay as they are.
 """
 
 from __future__ import annotations
@@ -59,12 +60,18 @@ def run_script(script: str, json_out: Path | None) -> bool:
     return code == 0
 
 
-def main() -> int:
+def main(only: list[str]) -> int:
+    unknown = [name for name in only if name not in OWNED and name not in OTHERS]
+    if unknown:
+        print(f"unknown benchmark {unknown[0]!r}: one of {', '.join([*OWNED, *OTHERS])}")
+        return 2
     sections: dict[str, str | None] = dict.fromkeys(OWNED.values())
     failed: list[str] = []
     missed: list[str] = []
     with tempfile.TemporaryDirectory(prefix="mlstack-bench-results-") as tmp:
         for script, title in OWNED.items():
+            if only and script not in only:
+                continue
             json_out = Path(tmp) / f"{script}.json"
             if not run_script(script, json_out):
                 failed.append(script)
@@ -75,6 +82,8 @@ def main() -> int:
             missed += [f"{title}: {row.what} (median {row.fmt(row.median)})" for row in
                        section.missed()]  # fmt: skip
     for script in OTHERS:
+        if only and script not in only:
+            continue
         if (HERE / script).exists() and not run_script(script, None):
             failed.append(script)
     update_doc(PREAMBLE, sections)
@@ -87,4 +96,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
