@@ -60,7 +60,7 @@ def run_cli(
 def stack_up(home: Path, name: str, spec_text: str) -> Iterator[dict[str, Any]]:
     """``mlstack up`` a stack from ``spec_text`` under $MLSTACK_HOME=``home``; ``down`` after.
 
-    Yields ``{"home": ..., "outputs": ...}`` (outputs with secrets shown).
+    Yields ``{"home": ..., "outputs": ..., "spec": ...}`` (outputs with secrets shown).
     """
     spec = home / "stack.yaml"
     spec.write_text(spec_text)
@@ -69,7 +69,7 @@ def stack_up(home: Path, name: str, spec_text: str) -> Iterator[dict[str, Any]]:
         try:
             run_cli("up", str(spec), check=True)
             outputs = json.loads(run_cli("outputs", name, "--json", "--show-secrets").stdout)
-            yield {"home": home, "outputs": outputs}
+            yield {"home": home, "outputs": outputs, "spec": spec}
         finally:
             run_cli("down", name, "--yes")
 

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from runner.metadata import TOKEN_ENV
-from tests.conftest import run_cli
+from tests.conftest import run_cli, stack_up
 
 pytestmark = pytest.mark.services
 
@@ -28,17 +28,9 @@ MODEL = "it-deployer-ridge"
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A local stack with MLflow and the deployer, and one registered model version."""
     home = tmp_path_factory.mktemp("deployer-home")
-    spec = home / "stack.yaml"
-    spec.write_text(f"name: {STACK}\nprovider: local\n")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("MLSTACK_HOME", str(home))
-        try:
-            run_cli("up", str(spec), check=True)
-            outputs = json.loads(run_cli("outputs", STACK, "--json", "--show-secrets").stdout)
-            _register(outputs["tracker"]["uri"])
-            yield outputs
-        finally:
-            run_cli("down", STACK, "--yes")
+    with stack_up(home, STACK, f"name: {STACK}\nprovider: local\n") as stack:
+        _register(stack["outputs"]["tracker"]["uri"])
+        yield stack["outputs"]
 
 
 def _register(tracker_uri: str) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import MLSTACK, gone, run_cli
+from tests.conftest import MLSTACK, gone, run_cli, stack_up
 
 pytestmark = pytest.mark.services
 
@@ -28,16 +28,8 @@ STACK = "it-runner"
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """One real local stack (MLflow + metadata server) for this module's tests."""
     home = tmp_path_factory.mktemp("runner-home")
-    spec = home / "stack.yaml"
-    spec.write_text(f"name: {STACK}\nprovider: local\n")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("MLSTACK_HOME", str(home))
-        try:
-            run_cli("up", str(spec), check=True)
-            outputs = json.loads(run_cli("outputs", STACK, "--json", "--show-secrets").stdout)
-            yield {"home": home, "outputs": outputs, "spec": spec}
-        finally:
-            run_cli("down", STACK, "--yes")
+    with stack_up(home, STACK, f"name: {STACK}\nprovider: local\n") as stack:
+        yield stack
 
 
 def run_json(ref: str, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import gone, run_cli
+from tests.conftest import gone, run_cli, stack_up
 
 pytestmark = pytest.mark.services
 
@@ -27,16 +27,8 @@ ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     home = tmp_path_factory.mktemp("trust-home")
-    spec = home / "stack.yaml"
-    spec.write_text(f"name: {STACK}\nprovider: local\n")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("MLSTACK_HOME", str(home))
-        try:
-            run_cli("up", str(spec), check=True)
-            outputs = json.loads(run_cli("outputs", STACK, "--json", "--show-secrets").stdout)
-            yield {"home": home, "outputs": outputs}
-        finally:
-            run_cli("down", STACK, "--yes")
+    with stack_up(home, STACK, f"name: {STACK}\nprovider: local\n") as stack:
+        yield stack
 
 
 def run_json(ref: str, *args: str, code: int = 0) -> dict:

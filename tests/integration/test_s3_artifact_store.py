@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import run_cli
+from tests.integration.test_docker_orchestrator import engine_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 TOY = ROOT / "tests" / "pipelines" / "toy.py"
@@ -200,21 +200,9 @@ def test_a_missing_user_bucket_is_one_line_at_up(env: Env) -> None:
     assert not bucket_exists(env, bucket)
 
 
-def docker_ready() -> str | None:
-    try:
-        import docker
-
-        docker.from_env().ping()
-    except Exception as exc:
-        return f"no Docker Engine reachable ({type(exc).__name__})"
-    if shutil.which("docker-registry") is None:
-        return "Debian's docker-registry is not installed"
-    return None
-
-
 @pytest.mark.docker
 def test_docker_runs_read_and_write_the_bucket(env: Env) -> None:
-    reason = docker_ready()
+    reason = engine_ready()
     if reason:
         pytest.skip(reason)
     built = run_cli("base-image", "build", "--tag", BASE, timeout=1800)
