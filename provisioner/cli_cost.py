@@ -83,21 +83,37 @@ def print_teardown(report: TeardownReport) -> None:
     )
 
 
-def _deployments(record: Any) -> list[dict[str, Any]]:
-    """The stack's deployments from its metadata server, with the token from its backend."""
+def runtime_usage(record: Any) -> Any:
+    """The stack's deployments, and on a Batch stack its runs' steps, from its metadata server.
+
+    The token comes from the stack's secrets backend and goes only into the request header.
+    """
     import json
+    import urllib.parse
     import urllib.request
 
     from provisioner import api
+    from provisioner.cost.spend import RuntimeUsage
     from runner.secrets import resolve_token
 
     out = resolve_token(api.outputs(record.name))
     token = out.metadata.token.get_secret_value() if out.metadata.token else ""
-    req = urllib.request.Request(f"{out.metadata.url}/deployments?stack={record.name}")
-    req.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        data: list[dict[str, Any]] = json.loads(resp.read())
-    return data
+
+    def get(path: str) -> Any:
+        req = urllib.request.Request(f"{out.metadata.url}{path}")
+        req.add_header("Authorization", f"Bearer {token}")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return json.loads(resp.read())
+
+    stack = urllib.parse.quote(record.name)
+    usage = RuntimeUsage(deployments=get(f"/deployments?stack={stack}"))
+    if out.orchestrator.kind == "aws_batch":
+        runs = get(f"/runs?stack={stack}&limit=1000")
+        for run in runs:
+            usage.steps += get(f"/runs/{urllib.parse.quote(run['id'])}")["steps"]
+        if len(runs) == 1000:
+            usage.notes.append("Batch job hours cover the newest 1000 runs only")
+    return usage
 
 
 @click.command()
@@ -115,7 +131,7 @@ def cost(name: str | None, as_json: bool) -> None:
     registry = StateRegistry()
     records = [api.record(name, registry)] if name else registry.list()
     at = clock()
-    spends = [spend(r, registry, at=at, deployments=_deployments) for r in records]
+    spends = [spend(r, registry, at=at, usage=runtime_usage) for r in records]
     if as_json:
         print_json([s.model_dump(mode="json") for s in spends])
         return
@@ -158,7 +174,7 @@ def reap(dry_run: bool, as_json: bool) -> None:
     from provisioner.cost.reaper import reap as do_reap
     from provisioner.render import print_json
 
-    result = do_reap(dry_run=dry_run, log=None if as_json else click.echo)
+    result = do_reap(dry_run=dry_run, log=None if as_json else click.echo, usage=runtime_usage)
     if as_json:
         print_json(result.model_dump(mode="json"))
     if result.failed:

@@ -15,13 +15,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from filelock import FileLock, Timeout
 from pydantic import BaseModel, Field
 
 from provisioner.state import StackRecord, StateRegistry, now
 from stacks.common.errors import MlstackError, StackLocked, UsageError
+
+if TYPE_CHECKING:
+    from provisioner.cost.spend import Fetch
 
 CLOCK_ENV = "MLSTACK_NOW"
 Log = Callable[[str], None]
@@ -73,8 +76,13 @@ def busy(registry: StateRegistry, name: str) -> bool:
         return True
 
 
-def decide(record: StackRecord, registry: StateRegistry, at: datetime) -> Decision:
-    """Whether the reaper destroys this stack now, and why (or why not)."""
+def decide(
+    record: StackRecord, registry: StateRegistry, at: datetime, usage: Fetch | None = None
+) -> Decision:
+    """Whether the reaper destroys this stack now, and why (or why not).
+
+    ``usage`` fetches the stack's runtime usage (endpoints, Batch jobs) so a budget counts it.
+    """
     from provisioner.cost.spend import spend
 
     budget = record.spec.budget
@@ -91,7 +99,7 @@ def decide(record: StackRecord, registry: StateRegistry, at: datetime) -> Decisi
             reason=f"expired at {record.expires_at:%Y-%m-%d %H:%M:%SZ}",
         )
     if isinstance(budget, int | float):
-        cost = spend(record, registry, at=at)
+        cost = spend(record, registry, at=at, usage=usage)
         if cost.total >= budget:
             return Decision(
                 stack=record.name,
@@ -113,7 +121,10 @@ def _when(record: StackRecord) -> str:
 
 
 def reap(
-    registry: StateRegistry | None = None, dry_run: bool = False, log: Log | None = None
+    registry: StateRegistry | None = None,
+    dry_run: bool = False,
+    log: Log | None = None,
+    usage: Fetch | None = None,
 ) -> ReapResult:
     """Decide for every stack; destroy (drain -> destroy -> sweep) those due, one at a time."""
     from provisioner.teardown import teardown
@@ -141,7 +152,7 @@ def reap(
     try:
         say(f"reap at {at:%Y-%m-%dT%H:%M:%SZ}{' (dry run)' if dry_run else ''}")
         for record in registry.list():
-            decision = decide(record, registry, at)
+            decision = decide(record, registry, at, usage)
             result.decisions.append(decision)
             if decision.action == "skip" and decision.reason == "already destroyed":
                 continue

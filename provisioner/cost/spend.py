@@ -2,13 +2,16 @@
 
 The standing rate comes from the same estimate as ``plan`` (the stack's recorded spec, planned
 offline), cached per stack id and spec hash under ``$MLSTACK_HOME/cost/`` so the reaper does not
-re-run a Pulumi mock program every minute. Runtime usage (endpoints created by runs) comes from
-the stack's metadata server while the stack is up and reachable from here.
+re-run a Pulumi mock program every minute. Runtime usage comes from the stack's metadata
+server while the stack is up and reachable from here: endpoint hours from its deployments and,
+on a Batch stack, job vCPU-hours and GB-hours from its runs' steps (each step that ran is a
+Fargate job from its start to its end, sized by its ``resources`` or the Batch default).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -17,14 +20,25 @@ from pydantic import BaseModel, Field
 from provisioner.cost.catalog import load
 from provisioner.cost.estimate import CostEstimate, estimate_plan, line_item
 from provisioner.state import StackRecord, StateRegistry, now
+from stacks.common.constants import BATCH_DEFAULT_MEMORY_GIB, BATCH_DEFAULT_VCPU
 
-# record -> the stack's deployments as the metadata server lists them (the CLI passes one:
-# the provisioner never imports the runner, which resolves the token).
-Fetch = Callable[[StackRecord], list[dict[str, Any]]]
+
+@dataclass
+class RuntimeUsage:
+    """What a stack's metadata server knows of its runtime usage, as its API lists it."""
+
+    deployments: list[dict[str, Any]] = field(default_factory=list)  # GET /deployments?stack=
+    steps: list[dict[str, Any]] = field(default_factory=list)  # the steps of GET /runs/{id}
+    notes: list[str] = field(default_factory=list)
+
+
+# record -> its runtime usage (the CLI passes one: the provisioner never imports the runner,
+# which resolves the token).
+Fetch = Callable[[StackRecord], RuntimeUsage]
 
 
 class RuntimeCharge(BaseModel):
-    """A resource created at run time (an endpoint): its hours and what they cost."""
+    """Resources created at run time (an endpoint, a run's Batch jobs): hours and cost."""
 
     component: str
     resource: str
@@ -93,7 +107,7 @@ def spend(
     registry: StateRegistry | None = None,
     at: datetime | None = None,
     runtime: bool = True,
-    deployments: Fetch | None = None,
+    usage: Fetch | None = None,
 ) -> StackSpend:
     """Standing cost over the stack's lifetime plus the runtime usage known so far."""
     registry = registry or StateRegistry()
@@ -121,7 +135,7 @@ def spend(
         result.components = {n: s.per_hour * hours for n, s in estimate.components.items()}
         result.unpriced += estimate.unpriced
     if runtime and record.status != "destroyed":
-        charges, notes = runtime_charges(record, end, deployments)
+        charges, notes = runtime_charges(record, end, usage)
         result.runtime, result.notes = charges, notes
         result.unpriced += [
             f"{c.component}/{c.resource}: {c.note}" for c in charges if c.amount is None
@@ -133,48 +147,91 @@ def spend(
 def runtime_charges(
     record: StackRecord, at: datetime, fetch: Fetch | None
 ) -> tuple[list[RuntimeCharge], list[str]]:
-    """Endpoint hours from the metadata server (``fetch``), priced from the catalog."""
+    """Endpoint hours and Batch job hours from the metadata server (``fetch``), priced."""
     if fetch is None:
         return [], ["runtime usage not asked for (no metadata client given)"]
     try:
-        deployments = fetch(record)
+        usage = fetch(record)
     except Exception as exc:  # unreachable from here: say so, never guess
         return [], [f"runtime usage unknown: metadata server not reachable ({type(exc).__name__})"]
-    catalog = load()
     region = getattr(record.spec, "region", None) or ("local" if record.provider == "local" else "")
     deployer = record.outputs.deployer.kind if record.outputs else record.provider
     default_type = getattr(record.spec.components.deployer, "instance_type", None)
     charges: list[RuntimeCharge] = []
-    for dep in deployments:
+    for dep in usage.deployments:
         kind = "sagemaker_endpoint" if deployer == "sagemaker" else "local_endpoint"
-        created = datetime.fromisoformat(dep["created_at"])
         live = dep["status"] in ("starting", "running")
-        until = at if live else datetime.fromisoformat(dep["updated_at"])
-        if created.tzinfo is None:
-            created = created.replace(tzinfo=at.tzinfo)
-        if until.tzinfo is None:
-            until = until.replace(tzinfo=at.tzinfo)
-        hours = max((until - created).total_seconds(), 0.0) / 3600
+        hours = _hours(dep["created_at"], None if live else dep["updated_at"], at)
         details = {"instance_type": dep["details"].get("instance_type", default_type), "count": 1}
-        amount: float | None = 0.0
-        unit_price: float | None = 0.0
-        note = ""
-        for comp in catalog.runtime.get(kind, []):
-            item = line_item(comp, details, catalog, region)
-            if item.unit_price is None or amount is None:
-                amount, unit_price, note = None, None, f"no {region} price for {item.price_key}"
-                continue
-            unit_price = (unit_price or 0.0) + item.unit_price * item.quantity
-            amount += item.unit_price * item.quantity * hours
+        charges.append(_charge("deployer", f"endpoint {dep['name']}", kind, details, hours, region))
+    if record.outputs and record.outputs.orchestrator.kind == "aws_batch":
+        charges += _batch_jobs(usage.steps, at, region)
+    return charges, list(usage.notes)
+
+
+def _hours(start: str, end: str | None, at: datetime) -> float:
+    """Hours from ``start`` to ``end`` (ISO times; naive ones in ``at``'s zone), or to ``at``."""
+    began = datetime.fromisoformat(start)
+    until = datetime.fromisoformat(end) if end else at
+    began = began if began.tzinfo else began.replace(tzinfo=at.tzinfo)
+    until = until if until.tzinfo else until.replace(tzinfo=at.tzinfo)
+    return max((until - began).total_seconds(), 0.0) / 3600
+
+
+def _charge(
+    component: str, resource: str, kind: str, details: dict[str, Any], hours: float, region: str
+) -> RuntimeCharge:
+    """``hours`` of one runtime resource of ``kind`` priced from the catalog's runtime table."""
+    catalog = load()
+    amount: float | None = 0.0
+    unit_price: float | None = 0.0
+    note = ""
+    for comp in catalog.runtime.get(kind, []):
+        item = line_item(comp, details, catalog, region)
+        if item.unit_price is None or amount is None:
+            amount, unit_price, note = None, None, f"no {region} price for {item.price_key}"
+            continue
+        unit_price = (unit_price or 0.0) + item.unit_price * item.quantity
+        amount += item.unit_price * item.quantity * hours
+    return RuntimeCharge(
+        component=component,
+        resource=resource,
+        kind=kind,
+        hours=hours,
+        unit_price=unit_price,
+        amount=amount,
+        note=note,
+    )
+
+
+def _batch_jobs(steps: list[dict[str, Any]], at: datetime, region: str) -> list[RuntimeCharge]:
+    """One charge per run: the Fargate jobs of its steps that ran (cached steps ran none)."""
+    per_run: dict[str, list[RuntimeCharge]] = {}
+    for step in steps:
+        if not step.get("started_at") or step.get("status") == "cached":
+            continue
+        resources = (step.get("spec") or {}).get("resources") or {}
+        details = {
+            "vcpu": resources.get("cpu") or BATCH_DEFAULT_VCPU,
+            "memory_gib": resources.get("memory_gib") or BATCH_DEFAULT_MEMORY_GIB,
+        }
+        hours = _hours(step["started_at"], step.get("ended_at"), at)
+        job = _charge("orchestrator", step["name"], "batch_job", details, hours, region)
+        per_run.setdefault(step["run_id"], []).append(job)
+    charges = []
+    for run_id, jobs in per_run.items():
+        priced = all(j.amount is not None for j in jobs)
+        hours = sum(j.hours for j in jobs)
+        amount = sum(j.amount or 0.0 for j in jobs) if priced else None
         charges.append(
             RuntimeCharge(
-                component="deployer",
-                resource=f"endpoint {dep['name']}",
-                kind=kind,
+                component="orchestrator",
+                resource=f"batch jobs of run {run_id} ({len(jobs)} steps)",
+                kind="batch_job",
                 hours=hours,
-                unit_price=unit_price,
+                unit_price=(amount / hours if hours else 0.0) if amount is not None else None,
                 amount=amount,
-                note=note,
+                note="" if priced else next(j.note for j in jobs if j.amount is None),
             )
         )
-    return charges, []
+    return charges

@@ -6,3 +6,7 @@ from __future__ import annotations
 TOKEN_SECRET = "mlstack-metadata-token"
 # The stack outputs (token included) handed to a step process at run time.
 OUTPUTS_ENV = "MLSTACK_STACK_OUTPUTS"
+# What a Batch (Fargate) job gets when its step asks for no resources; the cost of a run's
+# jobs is accrued with the same figures.
+BATCH_DEFAULT_VCPU = 1.0
+BATCH_DEFAULT_MEMORY_GIB = 2.0
