@@ -20,7 +20,7 @@ EXTENDERS: dict[str, str] = {"aws": "provisioner.cost.ttl:move_aws_expiry"}
 
 def move_aws_expiry(record: StackRecord, old: datetime | None) -> None:
     """Move the stack's EventBridge expiry schedules to its new ``expires_at``."""
-    from stacks.aws.expiry_runtime import move_expiry
+    from stacks.common.aws_expiry import move_expiry
 
     if record.expires_at is not None:
         region = str(getattr(record.spec, "region", None) or "")

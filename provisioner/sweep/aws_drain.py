@@ -94,7 +94,7 @@ def drain(stack_id: str, region: str, *, session: Any = None, timeout: float = 9
 
 
 def _drop_endpoint_schedule(clients: Clients, stack_id: str, endpoint: str) -> None:
-    from stacks.aws.expiry_runtime import remove_endpoint_schedule
+    from stacks.common.aws_expiry import remove_endpoint_schedule
 
     # The schedule's group goes with the stack anyway; never block a drain on it.
     with contextlib.suppress(Exception):
@@ -107,7 +107,7 @@ def drain_before_destroy(
     """What ``down`` does before destroy: drain, refuse to go on if anything remains, then
     remove the expiry schedules. Returns one item per resource removed."""
     from provisioner.teardown import TeardownItem
-    from stacks.aws.expiry_runtime import remove_expiry
+    from stacks.common.aws_expiry import remove_expiry
 
     progress.update("drain", "stopping", "endpoints, jobs, job definitions, images")
     result = drain(stack_id, region)

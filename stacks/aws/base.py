@@ -14,7 +14,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from stacks.aws.naming import physical_name
+from stacks.common.aws_naming import physical_name
 from stacks.common.tags import stack_tags
 from stacks.spec import AwsStackSpec as StackSpec
 

@@ -5,7 +5,7 @@ schedules at ``expires_at`` — each ECS service to 0 tasks, the RDS instance st
 stopped again daily, since RDS restarts it after 7 days), the Batch compute environment's max
 vCPUs to 0, the load balancer deleted — and a role allowed exactly those calls on exactly
 those resources. They fire with the laptop off; the next ``reap`` or ``down`` finishes the job.
-What each schedule calls is built by :mod:`stacks.aws.expiry_targets`.
+What each schedule calls is built by :mod:`stacks.common.aws_expiry_targets`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pulumi
 import pulumi_aws as aws
 
 from stacks.aws.base import AwsContext
-from stacks.aws.expiry_targets import (
+from stacks.common.aws_expiry_targets import (
     TIMEZONE,
     ScheduleDef,
     StackCoordinates,
@@ -25,7 +25,7 @@ from stacks.aws.expiry_targets import (
     role_policy,
     trust_policy,
 )
-from stacks.aws.naming import expiry_group, expiry_role_name, physical_name
+from stacks.common.aws_naming import expiry_group, expiry_role_name, physical_name
 
 _PLACEHOLDER = "unresolved"
 

@@ -10,7 +10,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from stacks.aws.naming import STACK_ID_TAG
+from stacks.common.aws_naming import STACK_ID_TAG
 
 REGION = "us-east-1"
 TRUST = json.dumps(

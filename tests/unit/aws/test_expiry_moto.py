@@ -13,21 +13,21 @@ from botocore.exceptions import ClientError
 from stack_resources import REGION, client, create_stack, new_stack_id
 from universal_target import invoke
 
-from stacks.aws.expiry_runtime import (
+from stacks.common.aws_expiry import (
     create_schedule,
     ensure_group,
     move_expiry,
     remove_expiry,
     schedule_endpoint_delete,
 )
-from stacks.aws.expiry_targets import (
+from stacks.common.aws_expiry_targets import (
     StackCoordinates,
     endpoint_schedule_name,
     expiry_schedules,
     role_policy,
     trust_policy,
 )
-from stacks.aws.naming import STACK_ID_TAG, expiry_group, expiry_role_name
+from stacks.common.aws_naming import STACK_ID_TAG, expiry_group, expiry_role_name
 
 pytestmark = pytest.mark.services
 ACCOUNT = "123456789012"  # moto's default account
@@ -238,7 +238,7 @@ def test_extend_moves_and_down_removes_only_this_stacks_schedules(aws_env: str) 
 
 
 def test_a_group_without_the_stacks_tag_is_refused(aws_env: str) -> None:
-    from stacks.aws.expiry_runtime import ExpiryError
+    from stacks.common.aws_expiry import ExpiryError
 
     stack_id = new_stack_id()
     client("scheduler").create_schedule_group(

@@ -9,8 +9,8 @@ import pytest
 from test_pulumi_aws_program import CONFIG, STACK_ID, TLS, make_spec, run
 
 from provisioner.engines.pulumi_plan import MockRun, run_stack_program
-from stacks.aws.expiry_targets import StackCoordinates, expiry_schedules
 from stacks.aws.plan_mocks import ACCOUNT as PLAN_ACCOUNT
+from stacks.common.aws_expiry_targets import StackCoordinates, expiry_schedules
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pulumi_aws")
 

@@ -2,7 +2,7 @@
 
 One function builds every schedule's target ARN and input (:func:`expiry_schedules`), and one
 the execution role's policy (:func:`role_policy`); the Pulumi program
-(``stacks/aws/expiry.py``), the runtime functions (``stacks/aws/expiry_runtime.py``) and the
+(``stacks/aws/expiry.py``), the runtime functions (``stacks/common/aws_expiry.py``) and the
 tests all call these, so what is deployed and what is tested cannot drift apart.
 
 Targets are Scheduler's universal targets (``arn:aws:scheduler:::aws-sdk:service:apiAction``):
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from stacks.aws.naming import physical_name
+from stacks.common.aws_naming import physical_name
 from stacks.common.tags import STACK_ID_TAG
 
 # RDS starts a stopped instance again after 7 days; re-stop it daily from the expiry on.

@@ -2,7 +2,7 @@
 
 Every schedule of a stack lives in its group ``mlstack-<stack id>-expiry``; a group is used
 only when it carries the stack's exact ``mlstack:stack-id`` tag. The schedules the Pulumi
-program declares and the ones created here come from :mod:`stacks.aws.expiry_targets`.
+program declares and the ones created here come from :mod:`stacks.common.aws_expiry_targets`.
 boto3 is imported inside the functions; clients honour ``AWS_ENDPOINT_URL``.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from stacks.aws.expiry_targets import (
+from stacks.common.aws_expiry_targets import (
     TIMEZONE,
     ScheduleDef,
     StackCoordinates,
@@ -20,7 +20,7 @@ from stacks.aws.expiry_targets import (
     endpoint_schedule_name,
     expiry_instant,
 )
-from stacks.aws.naming import expiry_group, expiry_role_name
+from stacks.common.aws_naming import expiry_group, expiry_role_name
 from stacks.common.tags import STACK_ID_TAG
 
 
