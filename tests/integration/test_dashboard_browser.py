@@ -42,6 +42,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         assert first.get("status") == "completed", first
         cached = _run(f"{TOY}:fan", "--param", "n=6")
         assert {s["status"] for s in cached["steps"].values()} == {"cached"}, cached
+        diamond = _run(f"{TOY}:diamond")
+        assert diamond.get("status") == "completed", diamond
         failed = _run(f"{TOY}:failing")
         assert failed.get("status") == "failed" or failed == {}, failed
         from runner.metadata.client import MetadataClient
@@ -53,7 +55,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 "dash-endpoint", STACK, "toy-model", "3", endpoint_url="http://127.0.0.1:9/x",
                 status="running", run_id=first["run_id"],
             )  # fmt: skip
-        yield {**up, "first": first, "cached": cached, "failed_run": runs[0].id}
+        yield {
+            **up, "first": first, "cached": cached, "diamond": diamond, "failed_run": runs[0].id
+        }  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +203,26 @@ def test_runs_list_and_a_run_dag_with_statuses(
         browser.save_screenshot(target)
 
 
+def test_diamond_dag_has_four_nodes_four_edges_and_overlapping_middle_steps(
+    stack: dict[str, Any], browser: Any, logged_in: dict[str, Any], tmp_path: Path
+) -> None:
+    browser.get(f"{logged_in['base']}/ui/#/run/{stack['diamond']['run_id']}")
+    nodes = wait_for(browser, "#dag g.node", 4)
+    names = {n.get_attribute("data-step") for n in nodes}
+    assert len(nodes) == 4 and names == set(stack["diamond"]["steps"])
+    edges = {e.get_attribute("data-edge") for e in wait_for(browser, "#dag path.edge", 4)}
+    middle = sorted(names - {"numbers", "join"})
+    assert edges == {f"numbers->{middle[0]}", f"numbers->{middle[1]}",
+                     f"{middle[0]}->join", f"{middle[1]}->join"}  # fmt: skip
+    bars = {b.get_attribute("data-step"): b for b in wait_for(browser, "#timeline g.bar", 4)}
+    (s1, e1), (s2, e2) = (
+        (int(bars[m].get_attribute("data-start")), int(bars[m].get_attribute("data-end")))
+        for m in middle
+    )
+    assert s1 < e2 and s2 < e1  # the two middle steps ran at the same time
+    shot(browser, tmp_path, "diamond")
+
+
 def test_failed_step_shows_failed_with_its_log(
     stack: dict[str, Any], browser: Any, logged_in: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -208,6 +232,32 @@ def test_failed_step_shows_failed_with_its_log(
     log = wait_text(browser, "#step-log", "about to fail")
     assert "ValueError" in log.text
     shot(browser, tmp_path, "failed-step")
+
+
+def test_a_running_steps_log_grows_on_screen(
+    stack: dict[str, Any], browser: Any, logged_in: dict[str, Any]
+) -> None:
+    """A step recorded as running with a log in the artifact store that is still being written
+    (as a live-logging step does): the panel follows it by offset."""
+    from runner.metadata.client import MetadataClient
+
+    root = Path(stack["outputs"]["artifact_store"]["uri"].removeprefix("file://"))
+    log = root / "logs" / "dashboard-live" / "grow.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("first line\n")
+    meta = stack["outputs"]["metadata"]
+    with MetadataClient(meta["url"], meta["token"]) as client:
+        run = client.create_run("live", STACK)
+        step = client.create_step(run.id, "grow", status="running")
+        client.update_step(step.id, log_uri=log.as_uri())
+        browser.get(f"{logged_in['base']}/ui/#/run/{run.id}/grow")
+        wait_text(browser, "#step-log", "first line")
+        with log.open("a") as fh:
+            fh.write("second line\n")
+        wait_text(browser, "#step-log", "second line")
+        assert browser.find_element("css selector", "#step-log").text.count("first line") == 1
+        client.update_step(step.id, status="completed")
+        client.update_run(run.id, status="completed")
 
 
 def test_cached_step_links_to_the_run_it_reused_and_lineage_leads_to_the_producer(
