@@ -141,6 +141,9 @@ def test_login_sets_a_strict_httponly_cookie_and_no_secret_stays_in_a_url(
     with pytest.raises(urllib.error.HTTPError) as again:
         urllib.request.urlopen(logged_in["url"], timeout=10)
     assert again.value.code == 401
+    server_log = stack["home"] / "stacks" / STACK / "logs" / "metadata.log"
+    assert server_log.is_file()
+    assert token not in server_log.read_text() and code not in server_log.read_text()
 
 
 def test_api_rejects_requests_without_token_or_cookie(stack: dict[str, Any]) -> None:

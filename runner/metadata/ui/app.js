@@ -60,19 +60,22 @@ function runsView(query) {
   const status = el("select", { id: "f-status" }, el("option", { value: "", text: "any status" }),
     ["pending", "running", "completed", "failed", "cancelled"].map((s) => el("option", { value: s, text: s })));
   const since = el("input", { id: "f-since", type: "date" });
+  const limit = el("select", { id: "f-limit" }, ["50", "200", "1000"].map((n) => el("option", { value: n, text: `last ${n}` })));
   const body = el("tbody", { id: "runs-body" });
   const apply = () => {
     const q = new URLSearchParams();
     if (pipeline.value) q.set("pipeline", pipeline.value);
     if (status.value) q.set("status", status.value);
     if (since.value) q.set("since", since.value);
+    if (limit.value !== "50") q.set("limit", limit.value);
     location.hash = `#/runs?${q}`;
   };
-  for (const input of [pipeline, status, since]) input.addEventListener("change", apply);
+  for (const input of [pipeline, status, since, limit]) input.addEventListener("change", apply);
   status.value = params.get("status") || "";
+  limit.value = params.get("limit") || "50";
   since.value = params.get("since") || "";
   show(el("h2", { text: "Runs" }),
-    el("div", { class: "filters" }, pipeline, status, since),
+    el("div", { class: "filters" }, pipeline, status, since, limit),
     el("table", { id: "runs" }, el("thead", {}, el("tr", {},
       ["Run", "Pipeline", "Stack", "Status", "Created", "Duration"].map((h) => el("th", { text: h })))), body));
   api("/pipelines").then((rows) => {
@@ -80,7 +83,7 @@ function runsView(query) {
     pipeline.value = params.get("pipeline") || "";
   }).catch(fail);
   every(async () => {
-    const q = new URLSearchParams({ limit: "200" });
+    const q = new URLSearchParams({ limit: limit.value });
     if (params.get("pipeline")) q.set("pipeline", params.get("pipeline"));
     if (params.get("status")) q.set("status", params.get("status"));
     try {
