@@ -164,6 +164,8 @@ def test_api_rejects_requests_without_token_or_cookie(stack: dict[str, Any]) -> 
     with urllib.request.urlopen(base + "/ui/", timeout=10) as resp:
         page = resp.read().decode()
     assert STACK not in page and stack["first"]["run_id"] not in page
+    unknown = run_cli("ui", "no-such-stack", "--no-browser")
+    assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1 and not unknown.stdout
 
 
 def test_runs_list_and_a_run_dag_with_statuses(
