@@ -1,4 +1,4 @@
-"""``mlstack run``, ``runs``, ``run-show``, ``logs``, ``deployments``, ``undeploy``.
+"""``mlstack run``, ``runs``, ``run-show``, ``logs``, ``deployments``, ``undeploy``, ``ui``.
 
 The one place that joins provisioner (which stack, its outputs and token) and runner (the
 pipeline). Everything heavy is imported inside the commands.
@@ -341,4 +341,26 @@ def undeploy(deployment: str, stack: str | None) -> None:
     click.echo(f"deployment {found.name} ({found.id[:12]}) stopped")
 
 
-COMMANDS = [run, runs, run_show, logs, deployments, undeploy]
+@click.command()
+@click.argument("name", required=False)
+@click.option("--no-browser", is_flag=True, help="Print the login URL instead of opening it.")
+def ui(name: str | None, no_browser: bool) -> None:
+    """Open the stack's dashboard (a one-time login URL; printed when there is no display)."""
+    outputs = stack_outputs(name)
+    with metadata_client(outputs) as client:
+        login = client.login_code()
+    url = f"{outputs.metadata.url.rstrip('/')}{login.path}"
+    headless = not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    if not (no_browser or headless):
+        import webbrowser
+
+        if webbrowser.open(url):
+            click.echo(f"opened the dashboard of stack {outputs.stack} in your browser")
+            return
+    click.echo(
+        f"dashboard of stack {outputs.stack} (the link works once, for {login.expires_in:.0f} s):"
+    )
+    click.echo(url)
+
+
+COMMANDS = [run, runs, run_show, logs, deployments, undeploy, ui]

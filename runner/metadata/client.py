@@ -30,6 +30,7 @@ from runner.metadata.schemas import (
     ImageOut,
     InputCreate,
     LineageEdge,
+    LoginCode,
     PipelineCreate,
     PipelineOut,
     ReapRequest,
@@ -64,6 +65,7 @@ _DEPLOYMENTS = TypeAdapter(list[DeploymentOut])
 _REAP = TypeAdapter(ReapResult)
 _IMAGE = TypeAdapter(ImageOut)
 _IMAGES = TypeAdapter(list[ImageOut])
+_LOGIN = TypeAdapter(LoginCode)
 
 
 def _quote(segment: str) -> str:
@@ -109,6 +111,10 @@ class MetadataClient:
             return status == 200 and json.loads(data).get("status") == "ok"
         except (MetadataError, ValueError, AttributeError):
             return False
+
+    def login_code(self) -> LoginCode:
+        """A one-time code for the dashboard (``GET url + path`` opens a session, once)."""
+        return self._http.call(_LOGIN, "POST", "/ui/login-codes")
 
     # --- pipelines and runs -----------------------------------------------------------------
 

@@ -403,3 +403,11 @@ class ImageOut(_Out):
     seconds: float
     details: dict[str, Any]
     created_at: datetime
+
+
+class LoginCode(_Out):
+    """A one-time dashboard login code and the path that redeems it (``GET path``)."""
+
+    code: str
+    path: str
+    expires_in: float

@@ -22,7 +22,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import OperationalError
 
-from runner.metadata import TOKEN_ENV, api_artifacts, api_deployments, api_images, api_runs
+from runner.metadata import (
+    TOKEN_ENV,
+    api_artifacts,
+    api_deployments,
+    api_images,
+    api_runs,
+    dashboard,
+)
 from runner.metadata.db import make_engine, make_sessionmaker
 from runner.metadata.guard import (
     RESPONSES,
@@ -40,7 +47,12 @@ def require_token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> None:
-    """Dependency of every endpoint but /health: the request must carry the bearer token."""
+    """Dependency of every endpoint but /health: the request must carry the bearer token.
+
+    A GET may carry the dashboard's session cookie instead (see runner.metadata.dashboard).
+    """
+    if credentials is None and dashboard.session_ok(request):
+        return
     expected: bytes = request.app.state.token
     given = credentials.credentials.encode() if credentials is not None else b""
     # compare_digest on the whole value even when absent: no timing hint about the token.
@@ -86,9 +98,10 @@ def create_app(database_url: str, token: str) -> FastAPI:
         return HealthOut()
 
     guarded = [Depends(require_token)]
-    for module in (api_runs, api_artifacts, api_deployments, api_images):
+    for module in (api_runs, api_artifacts, api_deployments, api_images, dashboard):
         app.include_router(module.router, dependencies=guarded, responses=RESPONSES)
     add_guarded_docs(app, require_token)
+    dashboard.mount(app)
     app.add_middleware(BodyLimit)
     on_disk_full = disk_full_handler(engine.url.database or str(engine.url.host))
     app.add_exception_handler(OperationalError, on_disk_full)

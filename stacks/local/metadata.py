@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
+from stacks.local.artifact_store import root as artifact_root
 from stacks.local.base import LocalContext, ServiceDef
 from stacks.outputs import MetadataOutputs
 from stacks.spec import redact_url
@@ -39,7 +40,12 @@ def service(ctx: LocalContext, token: str) -> ServiceDef:
             "--port",
             str(port),
         ],
-        env={"MLSTACK_METADATA_TOKEN": token, "MLSTACK_METADATA_DATABASE_URL": url},
+        env={
+            "MLSTACK_METADATA_TOKEN": token,
+            "MLSTACK_METADATA_DATABASE_URL": url,
+            # The dashboard reads step logs from the local artifact store folder, only there.
+            "MLSTACK_METADATA_ARTIFACT_ROOT": str(artifact_root(ctx)),
+        },
         fixed_port=spec.port,
         start_timeout=60.0,
         prepare=lambda: ctx.path("metadata").mkdir(parents=True, exist_ok=True),

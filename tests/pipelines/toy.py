@@ -93,3 +93,20 @@ def chain(length: int = 20) -> None:
     value = noop()
     for _ in range(length - 1):
         value = noop(value)
+
+
+@step(cache=False)
+def pause(values: list, seconds: float = 1.0) -> list:
+    time.sleep(seconds)
+    return values
+
+
+@step
+def join(left: list, right: list) -> int:
+    return len(left) + len(right)
+
+
+@pipeline
+def diamond(seconds: float = 1.0) -> None:
+    values = numbers(3)
+    join(pause(values, seconds), pause(values, seconds))

@@ -1,0 +1,252 @@
+"""The dashboard: static files under ``/ui/``, a one-time login, and the read-only routes it needs.
+
+Login: ``POST /ui/login-codes`` (bearer token) mints a code valid once for ``CODE_TTL``
+seconds; ``GET /ui/login?code=...`` trades it for a random session id in an HttpOnly,
+SameSite=Strict cookie and redirects to ``/ui/`` (the code leaves the address bar). The
+session cookie authenticates GET requests only, so no cookie can change anything. The
+bearer token itself never travels in a URL. The static files hold no data of the stack.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
+from fastapi import status as http
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from runner.metadata.db import SessionDep, fetch_or_404
+from runner.metadata.guard import NOT_FOUND
+from runner.metadata.models import Artifact, Lineage, Step
+from runner.metadata.schemas import LoginCode
+
+STATIC = Path(__file__).parent / "ui"
+COOKIE = "mlstack_session"
+CODE_TTL = 60.0
+SESSION_TTL = 12 * 3600.0
+LOG_ROOT_ENV = "MLSTACK_METADATA_ARTIFACT_ROOT"
+"""A local artifact store's folder: step logs under it can be read through ``/steps/{id}/log``."""
+MAX_LOG_CHUNK = 1024 * 1024
+_SECURITY_HEADERS = {
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+class StepRef(BaseModel):
+    """A step as lineage names it."""
+
+    step_id: str
+    step_name: str
+    run_id: str
+    direction: str
+    name: str
+
+
+class ArtifactLineage(BaseModel):
+    """An artifact with the steps, in any run, that wrote and read it."""
+
+    artifact_id: str
+    producer: StepRef | None
+    consumers: list[StepRef]
+
+
+class LogChunk(BaseModel):
+    """Bytes ``offset``..``next_offset`` of a step's log (``size`` is its current length)."""
+
+    text: str
+    offset: int
+    next_offset: int
+    size: int
+
+
+class Sessions:
+    """One-time codes and the sessions they opened (in memory: a restart logs everyone out)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._codes: dict[str, float] = {}
+        self._sessions: dict[str, float] = {}
+
+    def new_code(self) -> str:
+        code = secrets.token_urlsafe(24)
+        with self._lock:
+            self._prune()
+            self._codes[code] = time.monotonic() + CODE_TTL
+        return code
+
+    def redeem(self, code: str) -> str | None:
+        """A new session id for a valid unused ``code``; None otherwise (the code is spent)."""
+        with self._lock:
+            self._prune()
+            if self._codes.pop(code, None) is None:
+                return None
+            session = secrets.token_urlsafe(32)
+            self._sessions[session] = time.monotonic() + SESSION_TTL
+            return session
+
+    def valid(self, session: str) -> bool:
+        with self._lock:
+            expiry = self._sessions.get(session)
+            return expiry is not None and expiry > time.monotonic()
+
+    def _prune(self) -> None:
+        now = time.monotonic()
+        for table in (self._codes, self._sessions):
+            for key in [k for k, expiry in table.items() if expiry <= now]:
+                del table[key]
+
+
+def session_ok(request: Request) -> bool:
+    """Whether a GET/HEAD request carries a live dashboard session cookie."""
+    if request.method not in ("GET", "HEAD"):
+        return False
+    cookie = request.cookies.get(COOKIE)
+    sessions: Sessions = request.app.state.ui_sessions
+    return bool(cookie) and sessions.valid(cookie or "")
+
+
+# --- guarded routes (bearer token or, for GET, the session cookie) ---------------------------
+
+router = APIRouter()
+
+
+@router.post("/ui/login-codes", tags=["dashboard"], status_code=http.HTTP_201_CREATED)
+def new_login_code(request: Request) -> LoginCode:
+    """A one-time code that opens a dashboard session (bearer token only: it is a POST)."""
+    code = request.app.state.ui_sessions.new_code()
+    return LoginCode(code=code, path=f"/ui/login?code={code}", expires_in=CODE_TTL)
+
+
+def _ref(step: Step, direction: str, name: str) -> StepRef:
+    return StepRef(
+        step_id=step.id, step_name=step.name, run_id=step.run_id, direction=direction, name=name
+    )
+
+
+@router.get("/artifacts/{artifact_id}/lineage", tags=["lineage"], responses=NOT_FOUND)
+def artifact_lineage(artifact_id: str, session: SessionDep) -> ArtifactLineage:
+    """The step that wrote the artifact and every step, in any run, that read it."""
+    artifact = fetch_or_404(session, Artifact, artifact_id, "artifact")
+    producer = None
+    if artifact.producer_step_id is not None:
+        step = session.get(Step, artifact.producer_step_id)
+        producer = _ref(step, "output", artifact.name) if step is not None else None
+    rows = session.execute(
+        select(Lineage.name, Step)
+        .join(Step, Step.id == Lineage.step_id)
+        .where(Lineage.artifact_id == artifact_id, Lineage.direction == "input")
+        .order_by(Step.created_at, Step.id)
+    )
+    consumers = [_ref(step, "input", name) for name, step in rows]
+    return ArtifactLineage(artifact_id=artifact_id, producer=producer, consumers=consumers)
+
+
+_LOG_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such step, or it has no log the server can read."},
+}
+
+
+@router.get("/steps/{step_id}/log", tags=["steps"], responses=_LOG_ERRORS)
+def step_log(
+    step_id: str,
+    session: SessionDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_LOG_CHUNK)] = 256 * 1024,
+) -> LogChunk:
+    """Up to ``limit`` bytes of the step's log from byte ``offset`` (poll with ``next_offset``).
+
+    Only logs inside the stack's local artifact store folder are read; any other URI is 404.
+    """
+    step = fetch_or_404(session, Step, step_id, "step")
+    path = _log_path(step.log_uri)
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            fh.seek(min(offset, size))
+            data = fh.read(limit)
+    except FileNotFoundError:
+        raise HTTPException(http.HTTP_404_NOT_FOUND, detail="the step's log file is gone") from None
+    start = min(offset, size)
+    cut = _whole_chars(data)
+    text = data[:cut].decode("utf-8", errors="replace")
+    return LogChunk(text=text, offset=start, next_offset=start + cut, size=size)
+
+
+def _whole_chars(data: bytes) -> int:
+    """The length of ``data`` up to its last complete UTF-8 character (a chunk never splits one)."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:  # ASCII or a lead byte
+            need = 1 if byte < 0x80 else 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return len(data) if need <= back else len(data) - back
+    return len(data)
+
+
+def _log_path(log_uri: str | None) -> Path:
+    if not log_uri:
+        raise HTTPException(http.HTTP_404_NOT_FOUND, detail="the step has no log yet")
+    root = os.environ.get(LOG_ROOT_ENV, "")
+    if not root or not log_uri.startswith("file://"):
+        raise HTTPException(
+            http.HTTP_404_NOT_FOUND,
+            detail="the metadata server cannot read this step's log; use `mlstack logs`",
+        )
+    base = Path(root).resolve()
+    path = Path(log_uri.removeprefix("file://")).resolve()
+    if not path.is_relative_to(base):
+        raise HTTPException(
+            http.HTTP_404_NOT_FOUND, detail="the step's log is outside the artifact store"
+        )
+    return path
+
+
+# --- open routes: the static files and the login redeemer -----------------------------------
+
+
+def mount(app: FastAPI) -> None:
+    """Serve the dashboard's static files and the login redeemer on ``app``."""
+    app.state.ui_sessions = Sessions()
+
+    @app.get("/ui", include_in_schema=False)
+    def ui_root() -> RedirectResponse:
+        return RedirectResponse("/ui/", status_code=http.HTTP_308_PERMANENT_REDIRECT)
+
+    @app.get("/ui/", include_in_schema=False)
+    def ui_index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers=_SECURITY_HEADERS)
+
+    @app.get("/ui/login", include_in_schema=False, response_model=None)
+    def ui_login(request: Request, code: str = "") -> Response:
+        session = request.app.state.ui_sessions.redeem(code) if code else None
+        if session is None:
+            return HTMLResponse(
+                "<!doctype html><title>mlstack</title><p>This login link is invalid, expired"
+                " or already used. Run <code>mlstack ui</code> again.</p>",
+                status_code=http.HTTP_401_UNAUTHORIZED,
+                headers=_SECURITY_HEADERS,
+            )
+        response = RedirectResponse("/ui/", status_code=http.HTTP_303_SEE_OTHER)
+        response.headers.update(_SECURITY_HEADERS)
+        response.set_cookie(
+            COOKIE,
+            session,
+            max_age=int(SESSION_TTL),
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return response
+
+    app.mount("/ui/assets", StaticFiles(directory=STATIC, html=False), name="ui-assets")
