@@ -92,21 +92,27 @@ def logged_in(stack: dict[str, Any], browser: Any) -> dict[str, Any]:
     return {"url": url, "base": stack["outputs"]["metadata"]["url"]}
 
 
+def _wait(browser: Any) -> Any:
+    """A wait that retries when the page re-renders under a found element."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(browser, WAIT, ignored_exceptions=(StaleElementReferenceException,))
+
+
 def wait_for(browser: Any, css: str, count: int = 1) -> list[Any]:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     def found(driver: Any) -> list[Any] | bool:
         nodes = driver.find_elements(By.CSS_SELECTOR, css)
         return nodes if len(nodes) >= count else False
 
-    result: list[Any] = WebDriverWait(browser, WAIT).until(found)
+    result: list[Any] = _wait(browser).until(found)
     return result
 
 
 def wait_text(browser: Any, css: str, text: str) -> Any:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     def found(driver: Any) -> Any:
         for node in driver.find_elements(By.CSS_SELECTOR, css):
@@ -114,7 +120,17 @@ def wait_text(browser: Any, css: str, text: str) -> Any:
                 return node
         return False
 
-    return WebDriverWait(browser, WAIT).until(found)
+    return _wait(browser).until(found)
+
+
+def click_text(browser: Any, css: str, text: str) -> None:
+    """Click the element holding `text`, finding it again if a re-render replaced it."""
+
+    def clicked(driver: Any) -> bool:
+        wait_text(driver, css, text).click()
+        return True
+
+    _wait(browser).until(clicked)
 
 
 def shot(browser: Any, tmp_path: Path, name: str) -> None:
@@ -272,16 +288,15 @@ def test_cached_step_links_to_the_run_it_reused_and_lineage_leads_to_the_produce
     browser.get(f"{logged_in['base']}/ui/#/run/{cached}/total")
     nodes = wait_for(browser, "#dag g.node", 5)
     assert {n.get_attribute("data-status") for n in nodes} == {"cached"}
-    link = wait_for(browser, "#cached-from a")[0]
-    link.click()
+    click_text(browser, "#cached-from a", "")
     wait_text(browser, "#run-header", first[:10])
     assert browser.current_url.endswith(f"#/run/{first}/total")
     # From report's inputs, the lineage link of `total_value` leads to the producing step.
     browser.get(f"{logged_in['base']}/ui/#/run/{first}/report")
-    producer = wait_text(browser, "#io a.lineage-producer", "producer total")
-    row = wait_for(browser, '#io tr[data-direction="input"] td:nth-child(6)')[0]
-    assert row.text  # the materializer is shown
-    producer.click()
+    wait_text(browser, "#io a.lineage-producer", "producer total")
+    materializer = '#io tr[data-direction="input"] td:nth-child(6)'
+    assert _wait(browser).until(lambda d: d.find_element("css selector", materializer).text)
+    click_text(browser, "#io a.lineage-producer", "producer total")
     wait_text(browser, "#step-detail h3", "Step total")
     assert browser.current_url.endswith(f"#/run/{first}/total")
     # total's output names its consumer, report.
