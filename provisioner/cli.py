@@ -87,11 +87,13 @@ def up(spec_file: Path, as_json: bool, ttl: str | None, budget: float | None) ->
     from provisioner import api
     from provisioner.cost.ttl import with_lifetime
     from provisioner.render import LiveProgress, print_json
+    from provisioner.stack_report import report_stack
     from stacks.spec import load_spec
 
     spec = with_lifetime(load_spec(spec_file), ttl, budget)
     with LiveProgress(f"mlstack up {spec.name}") as progress:
         result = api.up(spec, progress=progress, spec_path=str(spec_file.resolve()))
+    report_stack(spec.name, result.outputs)  # for the dashboard's stacks page
     if as_json:
         print_json(result.outputs.public())
         return

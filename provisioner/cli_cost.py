@@ -160,9 +160,11 @@ def cost(name: str | None, as_json: bool) -> None:
 def extend(name: str, duration: str) -> None:
     """Push a stack's expiry out by DURATION (30m, 2h, 1d)."""
     from provisioner.cost.ttl import extend as do_extend
+    from provisioner.stack_report import report_stack
 
     record = do_extend(name, duration)
     assert record.expires_at is not None
+    report_stack(name)
     click.echo(f"stack {name} now expires at {record.expires_at:%Y-%m-%d %H:%M:%SZ}")
 
 

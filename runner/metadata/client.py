@@ -40,6 +40,8 @@ from runner.metadata.schemas import (
     RunOut,
     RunStatus,
     RunUpdate,
+    StackReportIn,
+    StackReportOut,
     StepBatch,
     StepCreate,
     StepOut,
@@ -66,6 +68,7 @@ _REAP = TypeAdapter(ReapResult)
 _IMAGE = TypeAdapter(ImageOut)
 _IMAGES = TypeAdapter(list[ImageOut])
 _LOGIN = TypeAdapter(LoginCode)
+_STACK = TypeAdapter(StackReportOut)
 
 
 def _quote(segment: str) -> str:
@@ -406,3 +409,14 @@ class MetadataClient:
         """Packaging outcomes, newest first, optionally of one stack and pipeline."""
         query = {"stack": stack, "pipeline": pipeline, "limit": limit}
         return self._http.call(_IMAGES, "GET", "/images", query=query)
+
+    # --- the stack ----------------------------------------------------------------------
+
+    def report_stack(self, stack: str, **fields: Any) -> StackReportOut:
+        """Replace the stack's report (provider, status, lifetime, health, spend)."""
+        body = encode_body(StackReportIn, "stack report", **fields)
+        return self._http.call(_STACK, "PUT", f"/stacks/{_quote(stack)}", body)
+
+    def get_stack(self, stack: str) -> StackReportOut:
+        """The stack's latest report (a MetadataError when none was sent yet)."""
+        return self._http.call(_STACK, "GET", f"/stacks/{_quote(stack)}")

@@ -176,3 +176,13 @@ class Image(Base):
     seconds: Mapped[float] = mapped_column(Float)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class StackReport(Base):
+    """The stack as the CLI last saw it (``up``, ``extend``, ``ui``): for the dashboard."""
+
+    __tablename__ = "stack_reports"
+
+    stack: Mapped[str] = mapped_column(String(255), primary_key=True)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

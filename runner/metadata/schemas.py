@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -411,3 +411,52 @@ class LoginCode(_Out):
     code: str
     path: str
     expires_in: float
+
+
+# --- the stack, as the CLI reports it --------------------------------------------------------
+
+Usd = Annotated[float, Field(ge=0, le=10**9, allow_inf_nan=False)]
+
+
+def _web_url(value: str | None) -> str | None:
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise ValueError("an http:// or https:// URL")
+    return value
+
+
+WebUrl = Annotated[str | None, Field(max_length=2048), AfterValidator(_web_url)]
+
+
+class ServiceHealth(_In):
+    """One service of the stack and its health when the CLI last checked it."""
+
+    name: NameStr
+    state: str = Field(min_length=1, max_length=32)
+    url: str | None = Field(None, max_length=2048)
+    detail: str = Field("", max_length=1000)
+
+
+class StackReportIn(_In):
+    """``PUT /stacks/{stack}``: what ``mlstack status --json`` and ``cost --json`` say of it.
+
+    Sent by ``up``, ``extend`` and ``ui`` (bearer token only), shown by the dashboard.
+    """
+
+    provider: Literal["local", "aws", "kubernetes"]
+    status: str = Field(min_length=1, max_length=32)
+    created_at: Timestamp
+    expires_at: Timestamp | None = None
+    budget_usd: Usd | None = None
+    spend_usd: Usd | None = Field(None, description="estimated spend so far; null if unknown")
+    checked_at: Timestamp = Field(description="when health and spend were read")
+    tracker_url: WebUrl = Field(None, description="the MLflow UI, for run links")
+    services: list[ServiceHealth] = Field(default_factory=list, max_length=100)
+
+
+class StackReportOut(StackReportIn):
+    """A reported stack; ``reported_at`` is when the server received it."""
+
+    model_config = ConfigDict(extra="forbid", from_attributes=True)
+
+    stack: str
+    reported_at: datetime

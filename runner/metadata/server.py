@@ -28,6 +28,7 @@ from runner.metadata import (
     api_deployments,
     api_images,
     api_runs,
+    api_stacks,
     dashboard,
 )
 from runner.metadata.db import make_engine, make_sessionmaker
@@ -98,7 +99,7 @@ def create_app(database_url: str, token: str) -> FastAPI:
         return HealthOut()
 
     guarded = [Depends(require_token)]
-    for module in (api_runs, api_artifacts, api_deployments, api_images, dashboard):
+    for module in (api_runs, api_artifacts, api_deployments, api_images, api_stacks, dashboard):
         app.include_router(module.router, dependencies=guarded, responses=RESPONSES)
     add_guarded_docs(app, require_token)
     dashboard.mount(app)

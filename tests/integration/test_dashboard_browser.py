@@ -37,7 +37,7 @@ def _run(ref: str, *args: str) -> dict[str, Any]:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A local stack with a finished fan run, its cached rerun, a failed run, a deployment."""
     home = tmp_path_factory.mktemp("dashboard-home")
-    with stack_up(home, STACK, f"name: {STACK}\nprovider: local\n") as up:
+    with stack_up(home, STACK, f"name: {STACK}\nprovider: local\nttl: 4h\n") as up:
         first = _run(f"{TOY}:fan", "--param", "n=6")
         assert first.get("status") == "completed", first
         cached = _run(f"{TOY}:fan", "--param", "n=6")
@@ -313,3 +313,44 @@ def test_deployments_panel_shows_the_endpoint(
     shot(browser, tmp_path, "deployments")
     browser.get(f"{logged_in['base']}/ui/#/stacks")
     assert wait_text(browser, "#stacks-body tr", STACK)
+
+
+def test_stacks_page_shows_provider_ttl_countdown_health_and_spend(
+    stack: dict[str, Any], browser: Any, logged_in: dict[str, Any], tmp_path: Path
+) -> None:
+    status = json.loads(run_cli("status", STACK, "--json", check=True).stdout)
+    browser.get(f"{logged_in['base']}/ui/#/stacks")
+    wait_text(browser, f'#stacks-body tr[data-stack="{STACK}"] td.provider', "local")
+    row = wait_for(browser, f'#stacks-body tr[data-stack="{STACK}"]')[0]
+    cells = {
+        c: row.find_element("css selector", f"td.{c}").text for c in ("ttl", "health", "spend")
+    }
+    assert cells["ttl"].endswith("left") and cells["ttl"].startswith("3h"), cells
+    assert cells["health"] == f"{len(status['services'])} healthy", cells
+    assert cells["spend"] == "$0.00", cells  # a local stack costs nothing, via the same code path
+    # The countdown ticks between polls.
+    first = cells["ttl"]
+    _wait(browser).until(
+        lambda d: (
+            d.find_element("css selector", f'#stacks-body tr[data-stack="{STACK}"] td.ttl').text
+            != first
+        )
+    )
+    for service in status["services"]:
+        wait_text(browser, f'#services tr[data-service="{service["name"]}"]', service["state"])
+    shot(browser, tmp_path, "stacks")
+
+
+def test_a_run_links_to_its_mlflow_run(
+    stack: dict[str, Any], browser: Any, logged_in: dict[str, Any]
+) -> None:
+    first = stack["first"]["run_id"]
+    browser.get(f"{logged_in['base']}/ui/#/run/{first}")
+    link = wait_for(browser, "#mlflow a")[0]
+    tracker = stack["outputs"]["tracker"]["uri"].rstrip("/")
+    assert link.get_attribute("href") == f"{tracker}/#/runs/{link.text}"
+    with urllib.request.urlopen(
+        f"{tracker}/api/2.0/mlflow/runs/get?run_id={link.text}", timeout=10
+    ) as resp:  # the linked run is the run's own, in the stack's MLflow
+        tags = {t["key"]: t["value"] for t in json.loads(resp.read())["run"]["data"]["tags"]}
+    assert tags["mlstack.run_id"] == first

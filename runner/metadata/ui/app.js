@@ -195,14 +195,21 @@ function runView(runId, stepName) {
     el("h3", { text: "DAG" }), dag, el("h3", { text: "Timeline" }), gantt,
     el("div", { class: "grid" }, el("div", {}, el("h3", { text: "Parameters" }), params), detail));
   let shownStep = null;
+  let tracker = null, askedTracker = false; // the MLflow UI of the run's stack, as last reported
   every(async () => {
     try {
       const [run, edges] = await Promise.all([api(`/runs/${runId}`), api(`/runs/${runId}/lineage`)]);
+      if (!askedTracker) {
+        askedTracker = true;
+        try { tracker = ((await api(`/stacks/${encodeURIComponent(run.stack)}`)).tracker_url || "").replace(/\/+$/, "") || null; }
+        catch (_) { tracker = null; } // not reported yet: the id is shown without a link
+      }
       const done = ["completed", "failed", "cancelled"].includes(run.status);
       header.replaceChildren(el("h2", {}, `Run ${short(run.id)} · ${run.pipeline} `, badge(run.status)),
         el("p", {}, `stack ${run.stack} · created ${when(run.created_at)} · duration ${seconds(run.started_at, run.ended_at)}`,
-          run.tracker_run_id ? el("span", { id: "mlflow" }, ` · MLflow run `, el("code", { text: run.tracker_run_id }),
-            el("span", { class: "note", text: " (open it in the stack's MLflow UI: mlstack outputs shows its URL)" })) : ""),
+          run.tracker_run_id ? el("span", { id: "mlflow" }, ` · MLflow run `, tracker
+            ? el("a", { href: `${tracker}/#/runs/${encodeURIComponent(run.tracker_run_id)}`, target: "_blank", rel: "noopener", text: run.tracker_run_id })
+            : el("code", { text: run.tracker_run_id })) : ""),
         run.error ? el("p", { class: "error", text: run.error }) : "");
       dag.replaceChildren(dagSvg(run, run.steps, graphOf(run.steps, edges), stepName));
       gantt.replaceChildren(ganttSvg(run.steps));
@@ -302,27 +309,70 @@ function deploymentsView() {
   });
 }
 
+function duration(ms) {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
+  if (d) return `${d}d ${h}h`;
+  if (h) return `${h}h ${m}m`;
+  return `${m}m ${s % 60}s`;
+}
+function ttlLeft(expires) {
+  if (!expires) return "no TTL";
+  const left = new Date(expires) - new Date();
+  return left > 0 ? `${duration(left)} left` : "expired";
+}
+function usd(n) { return n === null || n === undefined ? "unknown" : `$${n.toFixed(2)}`; }
+
+// The stack as `mlstack up`, `extend` and `ui` last reported it (the server cannot see the CLI's
+// state); age and the TTL countdown tick here, health and spend are as of `checked_at`.
 function stacksView() {
   const body = el("tbody", { id: "stacks-body" });
+  const services = el("div", { id: "services" });
   show(el("h2", { text: "Stacks" }),
-    el("p", { class: "note", text: "The metadata server knows the stacks its runs recorded. Provider, TTL, "
-      + "services' health and spend live in the CLI's state: see `mlstack status --json` and `mlstack cost --json`." }),
     el("table", { id: "stacks" }, el("thead", {}, el("tr", {},
-      ["Stack", "Runs", "Running", "Failed", "Last run", "Metadata server"].map((h) => el("th", { text: h })))), body));
+      ["Stack", "Provider", "Status", "Age", "TTL", "Health", "Spend so far", "Runs", "Running", "Failed", "Last run"]
+        .map((h) => el("th", { text: h })))), body), services);
+  let reports = [], counts = new Map();
+  const draw = () => {
+    const names = new Set([...reports.map((r) => r.stack), ...counts.keys()]);
+    body.replaceChildren(...[...names].sort().map((name) => {
+      const r = reports.find((x) => x.stack === name);
+      const c = counts.get(name) || { runs: 0, running: 0, failed: 0, last: null };
+      const bad = r ? r.services.filter((s) => !["healthy", "ready"].includes(s.state)) : [];
+      const health = !r ? "not reported" : bad.length ? `${bad.length} of ${r.services.length} unhealthy`
+        : `${r.services.length} healthy`;
+      const spend = r ? usd(r.spend_usd) + (r.budget_usd ? ` of ${usd(r.budget_usd)}` : "") : "";
+      return el("tr", { "data-stack": name },
+        el("td", { text: name }), el("td", { class: "provider", text: r ? r.provider : "" }),
+        el("td", {}, r ? badge(r.status) : ""),
+        el("td", { class: "age", text: r ? duration(new Date() - new Date(r.created_at)) : "" }),
+        el("td", { class: "ttl", text: r ? ttlLeft(r.expires_at) : "" }),
+        el("td", { class: "health", text: health }), el("td", { class: "spend", text: spend }),
+        el("td", { text: c.runs }), el("td", { text: c.running }), el("td", { text: c.failed }),
+        el("td", { text: when(c.last) }));
+    }));
+    services.replaceChildren(...reports.map((r) => el("div", { class: "stack-services", "data-stack": r.stack },
+      el("h3", { text: `Services of ${r.stack}` }),
+      el("p", { class: "note", text: `health and spend as of ${when(r.checked_at)} (refreshed by \`mlstack ui\`, \`up\` and \`extend\`)` }),
+      el("table", {}, el("thead", {}, el("tr", {}, ["Service", "State", "URL", "Detail"].map((h) => el("th", { text: h })))),
+        el("tbody", {}, r.services.map((s) => el("tr", { "data-service": s.name },
+          el("td", { text: s.name }), el("td", {}, badge(s.state)), el("td", { text: s.url || "" }),
+          el("td", { text: s.detail }))))))));
+  };
   every(async () => {
     try {
-      const [runs, health] = await Promise.all([api("/runs?limit=1000"), fetch("/health").then((r) => r.ok)]);
-      const stacks = new Map();
+      const [runs, stacks] = await Promise.all([api("/runs?limit=1000"), api("/stacks")]);
+      counts = new Map();
       for (const r of runs) {
-        const s = stacks.get(r.stack) || { runs: 0, running: 0, failed: 0, last: r.created_at };
-        s.runs++; if (r.status === "running") s.running++; if (r.status === "failed") s.failed++;
-        stacks.set(r.stack, s);
+        const c = counts.get(r.stack) || { runs: 0, running: 0, failed: 0, last: r.created_at };
+        c.runs++; if (r.status === "running") c.running++; if (r.status === "failed") c.failed++;
+        counts.set(r.stack, c);
       }
-      body.replaceChildren(...[...stacks].map(([name, s]) => el("tr", { "data-stack": name },
-        el("td", { text: name }), el("td", { text: s.runs }), el("td", { text: s.running }), el("td", { text: s.failed }),
-        el("td", { text: when(s.last) }), el("td", {}, badge(health ? "completed" : "failed")))));
+      reports = stacks;
+      draw();
     } catch (err) { fail(err); }
   });
+  timers.push(setInterval(draw, 1000)); // the countdown ticks between polls
 }
 
 // --- routing -----------------------------------------------------------------------------------
