@@ -23,6 +23,7 @@ OWNED = {  # script -> the title of the section it owns
     "bench_local_stack.py": "Local stack up/down",
     "bench_runs.py": "Pipeline runs",
     "bench_metadata.py": "Metadata server writes",
+    "bench_dashboard.py": "Dashboard at scale",
 }
 OTHERS = ["bench_plan_aws.py"]  # run when present; they keep their own sections
 SCRIPT_TIMEOUT = 300.0
@@ -30,7 +31,7 @@ SCRIPT_TIMEOUT = 300.0
 PREAMBLE = """\
 # Benchmarks
 
-How to reproduce: `make bench` (it runs `.venv/bin/python benchmarks/run.py`, about two
+How to reproduce: `make bench` (it runs `.venv/bin/python benchmarks/run.py`, about four
 minutes). That runs each `benchmarks/bench_*.py` script and rewrites the sections below that
 they own; each script also runs alone, e.g. `.venv/bin/python benchmarks/bench_runs.py`.
 

@@ -108,59 +108,52 @@ function graphOf(steps, edges) {
     const from = producedBy.get(e.artifact_id);
     if (e.direction === "input" && from && from !== e.step_name) links.add(`${from}\u0000${e.step_name}`);
   }
-  const pairs = [...links].map((l) => l.split("\u0000"));
-  // Layers by longest path from a source, then order within a layer by the parents' mean position.
-  const layer = new Map(steps.map((s) => [s.name, 0]));
-  for (let i = 0; i < steps.length; i++) {
-    let changed = false;
-    for (const [a, b] of pairs) {
-      if (layer.get(b) < layer.get(a) + 1) { layer.set(b, layer.get(a) + 1); changed = true; }
-    }
-    if (!changed) break;
-  }
-  const layers = [];
-  for (const s of steps) (layers[layer.get(s.name)] ||= []).push(s.name);
-  const row = new Map();
-  layers.forEach((names, depth) => {
-    if (depth > 0) {
-      const mean = (n) => {
-        const ps = pairs.filter(([, b]) => b === n).map(([a]) => row.get(a));
-        return ps.length ? ps.reduce((x, y) => x + y, 0) / ps.length : 0;
-      };
-      names.sort((x, y) => mean(x) - mean(y));
-    }
-    names.forEach((n, i) => row.set(n, i));
-  });
-  return { pairs, layer, row, layers };
+  return { names: steps.map((s) => s.name), pairs: [...links].map((l) => l.split("\u0000")) };
+}
+
+const NODE_W = 150, NODE_H = 34;
+let layoutCache = { key: null, layout: null };
+
+// Layered layout by dagre (vendored in dagre.min.js); kept while the graph's shape is the same,
+// so polling a running pipeline only recolours the nodes.
+function layoutOf(graph) {
+  const key = JSON.stringify([graph.names, graph.pairs]);
+  if (layoutCache.key === key) return layoutCache.layout;
+  const g = new dagre.graphlib.Graph();
+  // network-simplex ranks small graphs most compactly; past 60 steps longest-path is 4-5x
+  // faster (a 200-step fan-in pipeline: ~180 ms instead of ~850 ms) and ranks them alike.
+  const ranker = graph.names.length > 60 ? "longest-path" : "network-simplex";
+  g.setGraph({ rankdir: "LR", nodesep: 22, ranksep: 60, marginx: 20, marginy: 20, ranker });
+  g.setDefaultEdgeLabel(() => ({}));
+  for (const n of graph.names) g.setNode(n, { width: NODE_W, height: NODE_H });
+  for (const [a, b] of graph.pairs) g.setEdge(a, b);
+  dagre.layout(g);
+  const nodes = new Map(graph.names.map((n) => [n, g.node(n)]));
+  const edges = graph.pairs.map(([a, b]) => ({ a, b, points: g.edge(a, b).points }));
+  const layout = { nodes, edges, width: Math.ceil(g.graph().width || 0), height: Math.ceil(g.graph().height || 0) };
+  layoutCache = { key, layout };
+  return layout;
 }
 
 function dagSvg(run, steps, graph, selected) {
-  const W = 150, H = 34, GX = 60, GY = 22;
-  const height = Math.max(...graph.layers.map((l) => l.length), 1) * (H + GY) + GY;
-  const width = graph.layers.length * (W + GX) + GX;
-  const pos = (n) => {
-    const count = graph.layers[graph.layer.get(n)].length;
-    const offset = (height - count * (H + GY) + GY) / 2;
-    return { x: GX / 2 + graph.layer.get(n) * (W + GX), y: offset + graph.row.get(n) * (H + GY) };
-  };
+  const { nodes, edges, width, height } = layoutOf(graph);
   const svg = el("svg:svg", { id: "dag", width, height, viewBox: `0 0 ${width} ${height}` },
     el("svg:defs", {}, el("svg:marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5,
       markerWidth: 7, markerHeight: 7, orient: "auto" }, el("svg:path", { d: "M0,0 L10,5 L0,10 z", fill: "#8b95a5" }))));
-  for (const [a, b] of graph.pairs) {
-    const p = pos(a), q = pos(b);
-    const x1 = p.x + W, y1 = p.y + H / 2, x2 = q.x, y2 = q.y + H / 2;
-    svg.append(el("svg:path", { class: "edge", "data-edge": `${a}->${b}`,
-      d: `M${x1},${y1} C${x1 + GX / 2},${y1} ${x2 - GX / 2},${y2} ${x2},${y2}` }));
+  for (const { a, b, points } of edges) {
+    const d = points.map((p, i) => `${i ? "L" : "M"}${p.x.toFixed(1)},${p.y.toFixed(1)}`).join(" ");
+    svg.append(el("svg:path", { class: "edge", "data-edge": `${a}->${b}`, d }));
   }
   for (const s of steps) {
-    const p = pos(s.name);
+    const p = nodes.get(s.name);
+    if (!p) continue;
     const cached = s.status === "cached" ? " ⟲" : "";
     svg.append(el("svg:g", { class: `node${s.name === selected ? " selected" : ""}`, "data-step": s.name,
-      "data-status": s.status, transform: `translate(${p.x},${p.y})`,
+      "data-status": s.status, transform: `translate(${p.x - NODE_W / 2},${p.y - NODE_H / 2})`,
       onclick: () => { location.hash = `#/run/${run.id}/${encodeURIComponent(s.name)}`; } },
       el("svg:title", { text: `${s.name}: ${s.status}` }),
-      el("svg:rect", { class: `s-${s.status}`, width: W, height: H, rx: 6 }),
-      el("svg:text", { x: 10, y: H / 2 + 4, text: `${s.name}${cached}` })));
+      el("svg:rect", { class: `s-${s.status}`, width: NODE_W, height: NODE_H, rx: 6 }),
+      el("svg:text", { x: 10, y: NODE_H / 2 + 4, text: `${s.name}${cached}` })));
   }
   return svg;
 }
@@ -309,17 +302,17 @@ function deploymentsView() {
   });
 }
 
-function duration(ms) {
+function duration(ms, fine = false) {
   const s = Math.max(0, Math.floor(ms / 1000));
   const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
   if (d) return `${d}d ${h}h`;
-  if (h) return `${h}h ${m}m`;
+  if (h) return fine ? `${h}h ${m}m ${s % 60}s` : `${h}h ${m}m`;
   return `${m}m ${s % 60}s`;
 }
 function ttlLeft(expires) {
   if (!expires) return "no TTL";
   const left = new Date(expires) - new Date();
-  return left > 0 ? `${duration(left)} left` : "expired";
+  return left > 0 ? `${duration(left, true)} left` : "expired";
 }
 function usd(n) { return n === null || n === undefined ? "unknown" : `$${n.toFixed(2)}`; }
 
