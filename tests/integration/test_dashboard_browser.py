@@ -1,7 +1,7 @@
 """The dashboard in a real headless Chromium against a real local stack with real runs.
 
 Needs Debian's chromium and chromedriver (and selenium); skips without them, fails under
-CI=true. Screenshots of the main pages land in the test's tmp folder; with
+CI=true. Screenshots of the main pages land in test-artifacts/dashboard/; with
 MLSTACK_DASHBOARD_SCREENSHOT=path a run's page is also saved there (docs/dashboard.png).
 """
 
@@ -133,8 +133,13 @@ def click_text(browser: Any, css: str, text: str) -> None:
     _wait(browser).until(clicked)
 
 
+SHOTS = ROOT / "test-artifacts" / "dashboard"  # kept after the run (CI's artifacts), git-ignored
+
+
 def shot(browser: Any, tmp_path: Path, name: str) -> None:
-    browser.save_screenshot(str(tmp_path / f"{name}.png"))
+    """Save a screenshot of the page as ``test-artifacts/dashboard/NAME.png``."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    assert browser.save_screenshot(str(SHOTS / f"{name}.png")), name
 
 
 def test_login_sets_a_strict_httponly_cookie_and_no_secret_stays_in_a_url(
