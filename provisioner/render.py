@@ -120,9 +120,10 @@ class LiveProgress:
 
     def update(self, item: str, state: str, detail: str = "") -> None:
         started = self.rows.get(item, ("", "", time.monotonic(), None))[2]
-        if state in ("starting", "stopping"):
+        running = ("starting", "stopping", "restarting", "waiting")
+        if state in running[:3]:
             started = time.monotonic()
-        finished = time.monotonic() if state not in ("starting", "stopping", "waiting") else None
+        finished = time.monotonic() if state not in running else None
         self.rows[item] = (state, detail, started, finished)
         if not self.console.is_terminal:
             elapsed = f" {finished - started:.1f}s" if finished is not None else ""

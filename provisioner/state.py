@@ -96,6 +96,20 @@ class StackRecord(BaseModel):
         del self.events[:-MAX_EVENTS]
 
 
+def recovery_hint(path: Path) -> str:
+    """How to repair a corrupted state file without orphaning the local stacks' daemons."""
+    move = f"move it aside (mv {path} {path}.bak) to start over"
+    folders = sorted(p.name for p in (path.parent / "stacks").glob("*") if p.is_dir())
+    if not folders:
+        return f"inspect it, or {move}"
+    shown = "; ".join(f"mlstack recover {name}" for name in folders[:5])
+    more = f" (and {len(folders) - 5} more under {path.parent / 'stacks'})" if folders[5:] else ""
+    return (
+        f"inspect it, or stop the local stacks' daemons first ({shown}{more}), then {move}"
+        " and run `mlstack up SPEC` again"
+    )
+
+
 class AtomicJSONStorage(Storage):
     """TinyDB storage that never leaves a half-written file and refuses corrupt ones."""
 
@@ -124,7 +138,7 @@ class AtomicJSONStorage(Storage):
             raise StateError(
                 f"state file {self.path} is corrupted ({str(exc).splitlines()[0]}); it was"
                 " left untouched",
-                f"inspect it, or move it aside (mv {self.path} {self.path}.bak) to start over",
+                recovery_hint(self.path),
             ) from None
         return data
 
@@ -176,7 +190,7 @@ class StateRegistry:
             raise StateError(
                 f"state file {self.path} is corrupted (a record is invalid at {where!r});"
                 " it was left untouched",
-                f"inspect it, or move it aside (mv {self.path} {self.path}.bak) to start over",
+                recovery_hint(self.path),
             ) from None
 
     def get(self, name: str) -> StackRecord | None:

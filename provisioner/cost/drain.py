@@ -17,7 +17,7 @@ from provisioner.state import StackRecord
 from provisioner.teardown import TeardownItem
 from stacks.common.process import is_alive, stop
 from stacks.common.progress import Progress
-from stacks.local import registry
+from stacks.local import pids, registry
 
 
 def _endpoints(stack_dir: Path) -> list[tuple[Path, dict]]:
@@ -86,6 +86,12 @@ def local_leftovers(
             TeardownItem(kind="service", name=svc.name, detail=f"pid {svc.pid}")
             for svc in record.services.values()
             if svc.pid and is_alive(svc.pid, svc.create_time)
+        ]
+        recorded = {s.pid for s in record.services.values()}
+        left += [
+            TeardownItem(kind="process", name=str(proc.pid), detail="of the stack, unrecorded")
+            for proc in pids.stack_processes(stack_dir, {record.stack_id})
+            if proc.pid not in recorded
         ]
         if stack_dir.exists():
             left.append(TeardownItem(kind="folder", name=str(stack_dir)))

@@ -33,6 +33,7 @@ from stacks.local import (
     deployer,
     metadata,
     orchestrator,
+    pids,
     registry,
     secrets_backend,
     tracker,
@@ -54,7 +55,7 @@ class LocalEngine(Engine):
         assert isinstance(spec, LocalStackSpec)
         return LocalContext(spec=spec, stack_dir=self.stack_dir(spec.name))
 
-    def _services(self, ctx: LocalContext, token: str) -> list[ServiceDef]:
+    def _services(self, ctx: LocalContext, token: str, folder: str) -> list[ServiceDef]:
         found = [
             artifact_store.flavor_module(ctx).service(ctx),
             secrets_backend.service(ctx),
@@ -64,14 +65,32 @@ class LocalEngine(Engine):
             deployer.service(ctx, token),
             registry.service(ctx),
         ]
-        return [s for s in found if s is not None]
+        services = [s for s in found if s is not None]
+        for svc in services:  # a daemon started in a since-deleted folder is not this one
+            if svc.is_process:
+                svc.identity["folder"] = folder
+        return services
+
+    def _token(self, ctx: LocalContext) -> str:
+        """The metadata token as the secrets backend holds it now ('' when it has none)."""
+        from stacks.common.fernet import SecretStoreError
+
+        try:
+            return secrets_backend.store(ctx).get(metadata.TOKEN_SECRET) or ""
+        except (SecretStoreError, OSError):
+            return ""
 
     # -- plan ---------------------------------------------------------------------------
 
-    def _plan(self, spec: StackSpec, record: StackRecord | None) -> PlanResult:
+    def _plan(
+        self, spec: StackSpec, record: StackRecord | None, token: str | None = None
+    ) -> PlanResult:
         ctx = self._context(spec)
         current = record.services if record and record.status != "destroyed" else {}
-        changes = [self._diff(svc, current.get(svc.name)) for svc in self._services(ctx, "")]
+        wanted_services = self._services(
+            ctx, self._token(ctx) if token is None else token, ctx.folder_id()
+        )
+        changes = [self._diff(svc, current.get(svc.name)) for svc in wanted_services]
         wanted = {c.resource for c in changes}
         changes += [
             PlannedChange(
@@ -99,11 +118,19 @@ class LocalEngine(Engine):
             change.action, change.reason = "restart", "settings changed"
         elif svc.is_process and not is_alive(old.pid, old.create_time):
             change.action, change.reason = "start", f"process {old.pid} is gone"
+        elif svc.is_process and not self._healthy(old):
+            change.action, change.reason = "restart", f"process {old.pid} fails its health check"
         elif not svc.is_process and svc.check and (problem := svc.check()):
             change.action, change.reason = "start", problem
         else:
             change.action, change.reason = "unchanged", "running with the same settings"
         return change
+
+    @staticmethod
+    def _healthy(old: ServiceRecord) -> bool:
+        """Liveness is health, not a pid: two tries, so one slow answer is not a restart."""
+        url = f"http://127.0.0.1:{old.port}{old.health_path}"
+        return any(http_ok(url, timeout=2.0) for _ in range(2))
 
     # -- up -----------------------------------------------------------------------------
 
@@ -111,10 +138,16 @@ class LocalEngine(Engine):
         self, spec: StackSpec, record: StackRecord
     ) -> tuple[list[str], list[str], StackOutputs]:
         ctx = self._context(spec)
-        ctx.stack_dir.mkdir(parents=True, exist_ok=True)
+        ctx.stack_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ctx.stack_dir.chmod(0o700)
+        # What a killed predecessor spawned and no record owns is stopped before anything
+        # starts (two MLflows on one SQLite file corrupt it). The folder's old stack id
+        # counts too: state.json may have been lost since.
+        self._stop_strays(ctx, record, keep_recorded=True)
         # Mark what belongs to this stack id, so `mlstack sweep --stack-id` finds it stateless.
         (ctx.stack_dir / STACK_ID_FILE).write_text(record.stack_id, encoding="utf-8")
         self._stack_id = record.stack_id
+        folder = ctx.folder_id(create=True)
         # The secrets backend comes first: the metadata server's token lives in it.
         store_svc = secrets_backend.service(ctx)
         assert store_svc.prepare is not None
@@ -125,8 +158,8 @@ class LocalEngine(Engine):
             token = secrets.token_urlsafe(32)
             store.set(metadata.TOKEN_SECRET, token)
 
-        services = {s.name: s for s in self._services(ctx, token)}
-        plan = self._plan(spec, record)
+        services = {s.name: s for s in self._services(ctx, token, folder)}
+        plan = self._plan(spec, record, token)
         changed: list[str] = []
         unchanged: list[str] = []
         for change in plan.changes:
@@ -144,15 +177,44 @@ class LocalEngine(Engine):
         self.registry.save(record)
 
         to_start = [services[name] for name in changed if name in services]
-        self._converge(ctx, record, to_start)
+        reasons = {c.resource: c.reason for c in plan.changes}
+        self._converge(ctx, record, to_start, reasons)
         return changed, unchanged, self._outputs(ctx, record)
 
-    def _converge(self, ctx: LocalContext, record: StackRecord, todo: list[ServiceDef]) -> None:
+    def _stop_strays(self, ctx: LocalContext, record: StackRecord, keep_recorded: bool) -> None:
+        """Stop the stack's processes that no record owns (all of them without
+        ``keep_recorded``): recorded live services and recorded endpoints are owned."""
+        keep: set[int] = set()
+        if keep_recorded:
+            keep = {
+                s.pid for s in record.services.values() if s.pid and is_alive(s.pid, s.create_time)
+            }
+            keep |= deployer.endpoint_pids(ctx.stack_dir)
+        ids = {record.stack_id} | {i for i in [pids.folder_stack_id(ctx.stack_dir)] if i}
+        stopped = pids.stop_strays(ctx.stack_dir, ids, keep)
+        if stopped:
+            self.progress.update(
+                "leftovers", "stopped", f"pid {', '.join(map(str, stopped))} (no record owned it)"
+            )
+
+    def _converge(
+        self,
+        ctx: LocalContext,
+        record: StackRecord,
+        todo: list[ServiceDef],
+        reasons: dict[str, str] | None = None,
+    ) -> None:
+        reasons = reasons or {}
         for svc in todo:  # stop changed or stale ones first, keeping their port if automatic
             old = record.services.get(svc.name)
             if old and svc.is_process:
-                self.progress.update(svc.name, "stopping", "settings changed")
+                reason = reasons.get(svc.name, "settings changed")
+                if is_alive(old.pid, old.create_time):
+                    self.progress.update(svc.name, "stopping", reason)
+                else:
+                    self.progress.update(svc.name, "restarting", reason)
                 stop(old.pid, old.create_time)
+                pids.forget(ctx.stack_dir, svc.name)
         passive = [s for s in todo if not s.is_process]
         for svc in passive:
             self.progress.update(svc.name, "starting")
@@ -180,7 +242,7 @@ class LocalEngine(Engine):
                 except BaseException as exc:
                     record.services.pop(name, None)
                     errors.append(exc)
-            self.registry.save(record)
+                self.registry.save(record)  # each healthy one recorded as soon as known
         if errors:
             raise errors[0]
 
@@ -209,6 +271,8 @@ class LocalEngine(Engine):
         except OSError as exc:  # a missing program: say which and how to get it
             self.progress.update(svc.name, "failed", str(exc))
             raise ServiceFailed(f"{svc.name} cannot start: {exc}") from None
+        # Intent before health: a kill from here on leaves the pid in the stack's folder.
+        pids.write(ctx.stack_dir, svc.name, daemon, port=port, log=str(log))
         try:
             wait_healthy(
                 svc.name,
@@ -263,6 +327,38 @@ class LocalEngine(Engine):
             metadata=metadata.outputs(meta.port),
         )
 
+    # -- recover --------------------------------------------------------------------------
+
+    def recover(self, name: str) -> list[int]:
+        """After a crash or a lost state.json: stop the stack's daemons no record owns.
+
+        Works from the stack's folder alone. With a readable record its live services are
+        kept; without one (state.json corrupted, moved aside or lost) every daemon of the
+        folder is stopped, its data kept, so the next ``up`` starts clean on it.
+        """
+        from stacks.common.errors import StateError
+
+        with self.registry.stack_lock(name):
+            folder = self.stack_dir(name)
+            try:
+                record = self.registry.get(name)
+            except StateError:
+                record = None
+            ids = {i for i in [pids.folder_stack_id(folder)] if i}
+            keep: set[int] = set()
+            if record is not None and record.status != "destroyed":
+                ids.add(record.stack_id)
+                keep = {
+                    s.pid
+                    for s in record.services.values()
+                    if s.pid and is_alive(s.pid, s.create_time)
+                }
+                keep |= deployer.endpoint_pids(folder)
+            self.progress.update("daemons", "stopping", f"of {folder}")
+            stopped = pids.stop_strays(folder, ids, keep)
+            self.progress.update("daemons", "stopped", f"{len(stopped)} stopped")
+            return stopped
+
     # -- down and status ----------------------------------------------------------------
 
     def _drain(self, record: StackRecord) -> list[TeardownItem]:
@@ -290,8 +386,9 @@ class LocalEngine(Engine):
         if processes:
             with ThreadPoolExecutor(max_workers=len(processes)) as pool:
                 stopped += list(pool.map(stop_one, processes))
-        kept: list[str] = []
         ctx = self._context(record.spec)
+        self._stop_strays(ctx, record, keep_recorded=False)  # what a killed up spawned
+        kept: list[str] = []
         store = artifact_store.flavor_module(ctx)
         if hasattr(store, "teardown"):
             stopped += store.teardown(ctx)

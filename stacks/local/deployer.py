@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from stacks.common.process import stop
-from stacks.local.base import LocalContext, ServiceDef
+from stacks.common.process import is_alive, stop
+from stacks.local.base import LocalContext, ServiceDef, digest
 from stacks.outputs import DeployerOutputs, LocalDeployerOutputs, NoDeployerOutputs
 from stacks.spec.local import LocalDeployer
 
@@ -38,6 +38,7 @@ def service(ctx: LocalContext, token: str) -> ServiceDef | None:
             str(port),
         ],
         env={"MLSTACK_METADATA_TOKEN": token},
+        identity={"token": digest(token)},
         start_timeout=60.0,
         prepare=lambda: folder.mkdir(parents=True, exist_ok=True),
     )
@@ -59,6 +60,20 @@ def stop_endpoints(stack_dir: Path) -> list[str]:
         record.unlink(missing_ok=True)
         stopped.append(f"endpoint {data.get('name', record.stem)}")
     return stopped
+
+
+def endpoint_pids(stack_dir: Path) -> set[int]:
+    """Pids of the live model endpoints (and fronts) recorded under a stack's folder."""
+    found = set()
+    for record in (stack_dir / "deployments").glob("*.json"):
+        try:
+            data = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue
+        pid = data.get("pid") if isinstance(data, dict) else None
+        if isinstance(pid, int) and is_alive(pid, data.get("create_time")):
+            found.add(pid)
+    return found
 
 
 def outputs(ctx: LocalContext, port: int | None) -> DeployerOutputs:

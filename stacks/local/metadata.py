@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 
 from stacks.local.artifact_store import root as artifact_root
-from stacks.local.base import LocalContext, ServiceDef
+from stacks.local.base import LocalContext, ServiceDef, digest
 from stacks.outputs import MetadataOutputs
 from stacks.spec import redact_url
 
@@ -47,6 +47,7 @@ def service(ctx: LocalContext, token: str) -> ServiceDef:
             "MLSTACK_METADATA_ARTIFACT_ROOT": str(artifact_root(ctx)),
         },
         fixed_port=spec.port,
+        identity={"token": digest(token)},
         start_timeout=60.0,
         prepare=lambda: ctx.path("metadata").mkdir(parents=True, exist_ok=True),
     )

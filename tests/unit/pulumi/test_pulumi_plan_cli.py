@@ -231,4 +231,4 @@ def test_refresh_of_a_local_stack_is_a_usage_error(home: Path) -> None:
     )
     proc = run_cli("refresh", "here")
     assert proc.returncode == 2
-    assert "refresh and recover apply to aws and kubernetes stacks" in proc.stderr
+    assert "refresh applies to aws and kubernetes stacks" in proc.stderr
