@@ -31,6 +31,7 @@ from stacks.common.progress import NullProgress, Progress
 if TYPE_CHECKING:
     from docker import DockerClient
 
+    from runner.registry_auth import RegistryAuth
     from stacks.outputs import StackOutputs
 
 DEFAULT_TAG = "mlstack/base:bookworm"
@@ -69,6 +70,10 @@ class BaseImageError(ImageError):
 
 class RegistryUnavailable(ImageError):
     """The stack's container registry does not answer."""
+
+
+class RegistryAuthRefused(ImageError):
+    """The registry refused the credentials (missing, wrong or expired)."""
 
 
 def cache_dir(*parts: str) -> Path:
@@ -131,16 +136,36 @@ def _registryunreachable(url: str, why: str) -> RegistryUnavailable:
     )
 
 
-def registry_has_tag(url: str, repository: str, tag: str, timeout: float = 5.0) -> bool:
-    """Whether the registry holds ``repository:tag`` (Registry HTTP API v2, a HEAD request)."""
+def registry_has_tag(
+    url: str, repository: str, tag: str, timeout: float = 5.0, auth: RegistryAuth | None = None
+) -> bool:
+    """Whether the registry holds ``repository:tag`` (Registry HTTP API v2, a HEAD request).
+
+    With ``auth``, its header goes along; a 401 renews the credentials and asks once more.
+    """
+    try:
+        return _has_tag(url, repository, tag, timeout, auth)
+    except RegistryAuthRefused:
+        if auth is None or not auth.renew():
+            raise
+        return _has_tag(url, repository, tag, timeout, auth)
+
+
+def _has_tag(
+    url: str, repository: str, tag: str, timeout: float, auth: RegistryAuth | None
+) -> bool:
     import urllib.error
     import urllib.request
 
     host = url.split("/", 1)[0]
     local = host.split(":")[0] in ("127.0.0.1", "localhost", "::1", "[::1]")
     base = url if "://" in url else ("http://" if local else "https://") + url
+    headers = {"Accept": _MANIFESTS}
+    authorization = auth.header() if auth is not None else None
+    if authorization:
+        headers["Authorization"] = authorization
     request = urllib.request.Request(
-        f"{base}/v2/{repository}/manifests/{tag}", method="HEAD", headers={"Accept": _MANIFESTS}
+        f"{base}/v2/{repository}/manifests/{tag}", method="HEAD", headers=headers
     )
     # A proxy from the environment must not intercept the stack's own local registry.
     handlers = [urllib.request.ProxyHandler({})] if local else []
@@ -150,6 +175,12 @@ def registry_has_tag(url: str, repository: str, tag: str, timeout: float = 5.0) 
     except urllib.error.HTTPError as err:
         if err.code == 404:
             return False
+        if err.code == 401 and authorization:
+            raise RegistryAuthRefused(
+                f"container registry at {url} refused mlstack's credentials",
+                "check that the stack's identity may push to it (for ECR:"
+                " ecr:GetAuthorizationToken and the repository's push actions)",
+            ) from None
         if err.code == 401:
             raise ImageError(
                 f"container registry at {url} asks for credentials",
@@ -161,6 +192,38 @@ def registry_has_tag(url: str, repository: str, tag: str, timeout: float = 5.0) 
         raise _registryunreachable(url, str(reason)) from None
 
 
+_REFUSED = (
+    "unauthorized",
+    "authentication required",
+    "no basic auth credentials",
+    "authorization token has expired",
+    "denied:",
+)
+
+
+def push_image(
+    docker: Any, repository: str, tag: str, auth: RegistryAuth | None = None
+) -> str | None:
+    """``docker push repository:tag`` with ``auth``'s credentials; the pushed digest.
+
+    A refusal renews the credentials (an expired ECR token) and pushes once more.
+    """
+    registry = repository.split("/", 1)[0]
+    ref = f"{repository}:{tag}"
+    for attempt in (1, 2):
+        config = auth.auth_config() if auth is not None else None
+        try:
+            with docker_errors():
+                stream = docker.api.push(
+                    repository, tag=tag, stream=True, decode=True, auth_config=config
+                )
+                return follow_push(stream, registry, ref)
+        except RegistryAuthRefused:
+            if attempt == 2 or auth is None or not auth.renew():
+                raise
+    return None  # not reached: the second attempt returns or raises
+
+
 def follow_push(chunks: Iterable[dict[str, Any]], registry: str, ref: str) -> str | None:
     """Consume a decoded push stream; raise on any error in it; return the pushed digest."""
     digest = None
@@ -170,6 +233,11 @@ def follow_push(chunks: Iterable[dict[str, Any]], registry: str, ref: str) -> st
             message = " ".join(str(detail.get("message") or chunk.get("error")).split())
             if any(s in message for s in ("connection refused", "dial tcp", "no such host")):
                 raise _registryunreachable(registry, message[:200])
+            if any(s in message.lower() for s in _REFUSED):
+                raise RegistryAuthRefused(
+                    f"pushing {ref} failed: the registry refused the credentials ({message[:200]})",
+                    "check that the stack's identity may push to it",
+                )
             raise ImageError(f"pushing {ref} failed: {message[:300]}")
         aux = chunk.get("aux")
         if isinstance(aux, dict) and aux.get("Digest"):

@@ -33,12 +33,13 @@ from runner.base_image import (
     RegistryUnavailable,
     docker_client,
     docker_errors,
-    follow_push,
     image_id,
     inspect_base,
+    push_image,
     registry_has_tag,
     registry_url,
 )
+from runner.registry_auth import registry_auth
 from runner.requirements import (
     Requirements,
     _check_compatible,
@@ -314,9 +315,10 @@ def ensure_image(
     plan = plan_image(pipeline, outputs, docker)
     name = f"{plan.repository}:{plan.tag}"
     recorder = _Recorder(outputs, plan, client)
+    auth = registry_auth(outputs)
     progress.update("image", "starting", f"looking for {name} in {plan.registry}")
     try:
-        if registry_has_tag(plan.registry, plan.repository, plan.tag):
+        if registry_has_tag(plan.registry, plan.repository, plan.tag, auth=auth):
             reason = (
                 f"tag {plan.tag} already in registry: same base image, requirements and runtime"
             )
@@ -327,11 +329,7 @@ def ensure_image(
         why = recorder.why_build()
         built = _build_if_missing(docker, plan, ca_bundle or _ca_bundle_env(), progress)
         progress.update("image", "pushing", f"{name} to {plan.registry}")
-        with docker_errors():
-            stream = docker.api.push(
-                f"{plan.registry}/{plan.repository}", tag=plan.tag, stream=True, decode=True
-            )
-            follow_push(stream, plan.registry, plan.ref)
+        push_image(docker, f"{plan.registry}/{plan.repository}", plan.tag, auth)
     except ImageError as err:
         progress.update("image", "failed", str(err).splitlines()[0][:120])
         recorder.failed(str(err).splitlines()[0], time.monotonic() - started)

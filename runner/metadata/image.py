@@ -29,8 +29,9 @@ from runner.base_image import (
     cache_dir,
     docker_client,
     docker_errors,
-    follow_push,
+    push_image,
 )
+from runner.registry_auth import registry_auth_for_ref
 
 DEFAULT_BASE = "python:3.11-slim"
 PLATFORM = "linux/amd64"
@@ -135,23 +136,6 @@ def _context(out: Any, base: str, site: Path) -> None:
             add(f"runtime/{name}", path)
 
 
-def _ecr_auth(ref: str) -> dict[str, str] | None:
-    """Docker credentials for an ECR registry (from the usual AWS credentials), else None."""
-    host = ref.split("/", 1)[0]
-    parts = host.split(".")
-    if ".dkr.ecr." not in host or len(parts) < 6:
-        return None
-    import base64
-
-    import boto3
-
-    token = boto3.client("ecr", region_name=parts[3]).get_authorization_token()
-    user, password = (
-        base64.b64decode(token["authorizationData"][0]["authorizationToken"]).decode().split(":", 1)
-    )
-    return {"username": user, "password": password}
-
-
 def build_and_push(
     ref: str, *, base: str = DEFAULT_BASE, platform: str = PLATFORM, python: str = "3.11"
 ) -> str:
@@ -171,11 +155,7 @@ def build_and_push(
             )  # fmt: skip
             follow_build(stream, NullProgress())
     repository, _, tag = ref.rpartition(":")
-    with docker_errors():
-        stream = docker.api.push(
-            repository, tag=tag, stream=True, decode=True, auth_config=_ecr_auth(ref)
-        )
-        digest = follow_push(stream, ref.split("/", 1)[0], ref)
+    digest = push_image(docker, repository, tag, registry_auth_for_ref(ref))
     return f"{repository}@{digest}" if digest else ref
 
 
