@@ -233,7 +233,7 @@ def _driver(stack: BatchStack, tmp_path: Path) -> subprocess.Popen[bytes]:
     secret.chmod(0o600)
     return subprocess.Popen(
         [sys.executable, "-c", DRIVER, str(secret), f"{BATCH_TOY}:too_slow"],
-        env=dict(os.environ),
+        env=dict(os.environ, TMPDIR=str(tmp_path)),  # a killed driver's scratch stays here
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
@@ -270,8 +270,11 @@ def test_ctrl_c_terminates_the_runs_jobs(stack: BatchStack, tmp_path: Path) -> N
         job = _running_job(stack, driver)
         driver.send_signal(signal.SIGINT)
         driver.wait(timeout=60)
+        err = driver.stderr.read().decode() if driver.stderr else ""
+        assert "RunCancelled" in err, err[-2000:]
         stopped = _wait_status(job["jobId"], "FAILED")
         assert "cancelled" in stopped.get("statusReason", "")
+        assert not list(tmp_path.glob("mlstack-run-*")), "the driver did not clean up"
     finally:
         if driver.poll() is None:
             driver.kill()

@@ -12,7 +12,7 @@ from typing import Any
 import boto3
 import pytest
 
-from runner.batch_launcher import job_environment, job_name, step_command
+from runner.batch_launcher import _Job, _went_over, job_environment, job_name, step_command
 from runner.cloudwatch_logs import BATCH_DEFAULT_GROUP, job_log_tail
 from runner.errors import PipelineDefinitionError, RunnerError
 from runner.orchestrators import ORCHESTRATORS, orchestrator_for
@@ -182,3 +182,16 @@ def test_log_tail_reads_the_configured_group_then_batchs_default(aws_env: str) -
     assert job_log_tail(logs, job, group) == "Traceback: boom"
     assert "no stream" in job_log_tail(logs, {"container": {"logStreamName": "x/y/z"}}, group)
     assert "never started" in job_log_tail(logs, {"container": {}}, group)
+
+
+def test_a_failed_attempt_counts_as_timed_out_when_batch_stopped_it_for_its_duration() -> None:
+    from pathlib import Path
+
+    job = _Job("s", "train", "j", Path("l"), Path("r"), timeout=90)
+    assert _went_over({"statusReason": "Job attempt duration exceeded timeout"}, job)
+    ran = {"startedAt": 1_000, "stoppedAt": 1_000 + 90_000}
+    assert _went_over(ran, job)
+    assert not _went_over({"startedAt": 1_000, "stoppedAt": 1_000 + 30_000}, job)
+    assert not _went_over(ran, _Job("s", "train", "j", Path("l"), Path("r"), timeout=None))
+    # Under Batch's 60 s minimum the launcher terminates the job itself and says so.
+    assert not _went_over(ran, _Job("s", "train", "j", Path("l"), Path("r"), timeout=5))
