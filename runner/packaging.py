@@ -109,8 +109,6 @@ def runtime_pins(outputs: StackOutputs | None = None) -> list[str]:
     names = list(RUNTIME_PACKAGES)
     if outputs is not None and outputs.artifact_store.kind in ("s3", "minio"):
         names.append("s3fs")
-    if outputs is not None and outputs.secrets.kind == "aws_secrets_manager":
-        names.append("boto3")  # steps read their secrets (and the metadata token) with it
     pins = []
     for name in names:
         try:
