@@ -69,6 +69,8 @@ class Attempts:
     def timeout_error(self, step_id: str) -> str | None:
         """ "timed out after 30m" when the attempt that just ended was killed for its timeout."""
         timeout = self._timed_out.pop(step_id, None)
+        if timeout is None and self.native_timeouts and hasattr(self.launcher, "timed_out"):
+            timeout = self.launcher.timed_out(step_id)  # the orchestrator stopped it
         return None if timeout is None else f"timed out after {format_duration(timeout)}"
 
     def retry_due(self, name: str, step: Step, timed_out: bool) -> bool:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from runner.context import _CURRENT, StepContext, outputs_from_env
 from runner.errors import RunnerError
+from stacks.common.errors import MlstackError
 from stacks.outputs import StackOutputs
 
 if TYPE_CHECKING:
@@ -162,7 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         outputs = outputs_from_env()
-    except RunnerError as exc:
+        if outputs.metadata.token is None:
+            # Handed no secret (an AWS Batch job): read it from the stack's secrets backend.
+            from runner.secrets import resolve_token
+
+            outputs = resolve_token(outputs)
+    except MlstackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return execute_step(args.step_id, outputs, log_path=args.log, result_path=args.result)

@@ -151,7 +151,13 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1"},
+            env={
+                **os.environ,
+                "NO_PROXY": "127.0.0.1,localhost",
+                "no_proxy": "127.0.0.1",
+                # Batch jobs run as host-network containers: they reach 127.0.0.1 services.
+                "MOTO_DOCKER_NETWORK_MODE": "host",
+            },
         )
     try:
         deadline = time.monotonic() + 30

@@ -4,7 +4,8 @@ An orchestrator's ``prepare`` readies what the run needs (an image, the code) an
 launcher with ``launch(step_id, log, result)``, ``wait()`` and ``close(kill)``, plus the
 fields every step spec gets and the run's code reference. A launcher whose ``launch`` takes
 a ``step`` keyword gets the :class:`runner.sdk.Step` (its resources); one the driver enforces
-timeouts on has ``wait(timeout=seconds)`` (None when nothing finished) and ``kill(step_id)``.
+timeouts on has ``wait(timeout=seconds)`` (None when nothing finished) and ``kill(step_id)``;
+one that stops attempts itself (``native_timeouts``) says which did with ``timed_out(step_id)``.
 The driver in ``runner/driver.py`` looks the orchestrator up here by the kind in the stack's
 outputs.
 """
@@ -61,6 +62,7 @@ ORCHESTRATORS: Role[Orchestrator] = Role(
     {
         "local": "runner.orchestrators.local:LocalOrchestrator",
         "docker": "runner.orchestrators.docker:DockerOrchestrator",
+        "aws_batch": "runner.orchestrators.aws_batch:AwsBatchOrchestrator",
     },
 )
 

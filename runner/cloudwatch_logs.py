@@ -1,0 +1,57 @@
+"""CloudWatch Logs reader: the tail of an AWS Batch job's log stream.
+
+A Batch job on Fargate with the ``awslogs`` driver writes to the group in its job definition,
+in a stream named ``<prefix>/<container>/<ecs task id>`` that ``DescribeJobs`` reports as
+``container.logStreamName``. A job without a log configuration (and an emulator such as
+moto, which names its streams ``<job definition>/default/<job id>``) writes to Batch's
+default group ``/aws/batch/job``; the reader looks there after the configured group.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+BATCH_DEFAULT_GROUP = "/aws/batch/job"
+TAIL_LINES = 40
+
+
+def stream_of(job: dict[str, Any]) -> str | None:
+    """The log stream of a described job (its latest attempt's, if the job has none)."""
+    stream = (job.get("container") or {}).get("logStreamName")
+    for attempt in reversed(job.get("attempts") or []):
+        stream = stream or (attempt.get("container") or {}).get("logStreamName")
+    return str(stream) if stream else None
+
+
+def tail(logs: Any, group: str, stream: str, lines: int = TAIL_LINES) -> list[str] | None:
+    """The last ``lines`` messages of ``group``/``stream``; None when that stream is not there."""
+    from botocore.exceptions import ClientError
+
+    try:
+        events = logs.get_log_events(
+            logGroupName=group, logStreamName=stream, startFromHead=False, limit=lines
+        ).get("events", [])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            return None
+        raise
+    events.sort(key=lambda e: (e.get("timestamp", 0), e.get("ingestionTime", 0)))
+    return [str(e.get("message", "")).rstrip("\n") for e in events][-lines:]
+
+
+def job_log_tail(logs: Any, job: dict[str, Any], group: str, lines: int = TAIL_LINES) -> str:
+    """The tail of a described Batch job's log, from ``group`` or Batch's default group;
+    a one-line note instead when no stream can be read."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    stream = stream_of(job)
+    if stream is None:
+        return "(AWS Batch reported no log stream for this job: its container never started)"
+    try:
+        for candidate in dict.fromkeys((group, BATCH_DEFAULT_GROUP)):
+            found = tail(logs, candidate, stream, lines)
+            if found is not None:
+                return "\n".join(found)
+    except (BotoCoreError, ClientError) as exc:
+        return f"(could not read CloudWatch Logs stream {stream}: {exc})"
+    return f"(CloudWatch Logs has no stream {stream} in {group} or {BATCH_DEFAULT_GROUP})"
