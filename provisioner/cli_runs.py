@@ -307,21 +307,25 @@ def logs(run_id: str, step: str | None, stack: str | None) -> None:
 def deployments(stack: str | None, show_all: bool, as_json: bool) -> None:
     """Model endpoints: URL, model version, status."""
     from provisioner.render import print_json
+    from runner.deployers import deployer_for
 
     outputs = stack_outputs(stack)
     with metadata_client(outputs) as client:
         found = client.list_deployments(stack=outputs.stack)
     if not show_all:
         found = [d for d in found if d.status.value in ("starting", "running")]
+    deployer = deployer_for(outputs)
+    live = {d.id: deployer.describe(d) for d in found}  # e.g. SageMaker's InService
     if as_json:
-        print_json([d.model_dump(mode="json") for d in found])
+        print_json([d.model_dump(mode="json") | {"live_status": live[d.id]} for d in found])
         return
     if not found:
         click.echo(f"no deployments on stack {outputs.stack}")
         return
     for d in found:
+        status = f"{d.status.value} ({live[d.id]})" if live[d.id] else d.status.value
         click.echo(
-            f"{d.id[:12]}  {d.name}  {d.model_name} v{d.model_version}  {d.status.value}"
+            f"{d.id[:12]}  {d.name}  {d.model_name} v{d.model_version}  {status}"
             f"  {d.endpoint_url}/invocations"
         )
 

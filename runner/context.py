@@ -42,6 +42,7 @@ class StepContext:
     step_name: str
     pipeline: str
     tracker_run_id: str | None = None
+    image: str | None = None  # the image the step runs in, on container orchestrators
 
     @cached_property
     def metadata(self) -> MetadataClient:
@@ -117,4 +118,5 @@ def deploy_model(model_name: str, version: str, name: str | None = None) -> Depl
         version=version,
         name=name or default_name(model_name),
         run_id=ctx.run_id,
+        image=ctx.image,
     )

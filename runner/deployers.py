@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from runner.deploy import Deployment
     from runner.metadata.client import MetadataClient
     from runner.metadata.schemas import DeploymentOut
+    from stacks.common.progress import Progress
     from stacks.outputs import StackOutputs
 
 
@@ -24,7 +25,19 @@ class Deployer:
     def __init__(self, outputs: StackOutputs) -> None:
         self.outputs = outputs
 
-    def deploy(self, *, model_name: str, version: str, name: str, run_id: str | None) -> Deployment:
+    def prepare_image(self, image: str | None, progress: Progress) -> None:
+        """Before a run's steps start, on the driver's host: ready what deploying from the
+        run's image (``image``, None without one) needs. Nothing, for most deployers."""
+
+    def deploy(
+        self,
+        *,
+        model_name: str,
+        version: str,
+        name: str,
+        run_id: str | None,
+        image: str | None = None,
+    ) -> Deployment:
         raise RunnerError(
             f"stack {self.outputs.stack!r} has no model deployer",
             "set components.deployer in the stack spec and run `mlstack up`",
@@ -33,11 +46,23 @@ class Deployer:
     def undeploy(self, client: MetadataClient, deployment: DeploymentOut) -> None:
         raise RunnerError(f"stack {self.outputs.stack!r} has no model deployer")
 
+    def describe(self, deployment: DeploymentOut) -> str | None:
+        """The endpoint's live status where the deployer can ask for it, else None."""
+        return None
+
 
 class LocalDeployer(Deployer):
     """The local stack's deployer service (``mlflow models serve`` endpoints on this host)."""
 
-    def deploy(self, *, model_name: str, version: str, name: str, run_id: str | None) -> Deployment:
+    def deploy(
+        self,
+        *,
+        model_name: str,
+        version: str,
+        name: str,
+        run_id: str | None,
+        image: str | None = None,
+    ) -> Deployment:
         from runner.deploy import deploy_local
 
         return deploy_local(
@@ -57,6 +82,7 @@ DEPLOYERS: Role[Deployer] = Role(
     {
         "local": "runner.deployers:LocalDeployer",
         "none": "runner.deployers:Deployer",
+        "sagemaker": "runner.deploy_sagemaker:SageMakerDeployer",
     },
 )
 

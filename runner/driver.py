@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from runner.attempts import Attempts, start_retry_log
 from runner.cache import cache_key
+from runner.deployers import deployer_for
 from runner.entrypoint import artifact_store_for
 from runner.errors import RunnerError, StepFailed
 from runner.fingerprint import Fingerprinter
@@ -107,6 +108,7 @@ def run(
         store = artifact_store_for(outputs)
         ready = orchestrator_for(outputs).prepare(pipeline, compiled, store, scratch, progress)
         launcher = ready.launcher
+        deployer_for(outputs).prepare_image(ready.extra_spec.get("image"), progress)
         driver = _Driver(compiled, outputs, launcher, store, no_cache, progress, scratch)
         driver.fail_fast = pipeline.fail_fast if fail_fast is None else fail_fast
         driver.attempts = Attempts(

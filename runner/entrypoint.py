@@ -62,6 +62,7 @@ def execute_step(
         step_name=record.name,
         pipeline=spec["pipeline"],
         tracker_run_id=spec.get("tracker_run_id"),
+        image=spec.get("image"),
     )
     ctx.__dict__["metadata"] = client  # reuse this connection for the step's own calls
     client.update_step(step_id, status="running")

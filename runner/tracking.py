@@ -82,6 +82,13 @@ class TrackerClient:
             "set components.tracker: mlflow in the stack spec",
         )
 
+    def download_model(self, name: str, version: str, dest: str) -> str:
+        """Copy a registered model version's files (MLmodel, ...) into ``dest``; the folder."""
+        raise TrackerError(
+            "this stack has no model registry to deploy a model from",
+            "set components.tracker: mlflow in the stack spec",
+        )
+
 
 class MlflowTracker(TrackerClient):
     """MLflow over its REST API (stdlib http.client: cheap to build, fork-safe).
@@ -301,14 +308,7 @@ class MlflowTracker(TrackerClient):
         import mlflow.sklearn
         from mlflow.tracking import MlflowClient
 
-        # MLflow's own client reads credentials and the CA from the environment (this step only).
-        if self._username and self._password:
-            os.environ["MLFLOW_TRACKING_USERNAME"] = self._username
-            os.environ["MLFLOW_TRACKING_PASSWORD"] = self._password
-        if self._ca_pem:
-            from runner.tls import ca_file
-
-            os.environ["MLFLOW_TRACKING_SERVER_CERT_PATH"] = ca_file(self._ca_pem)
+        self._mlflow_env()
         mlflow.set_tracking_uri(self.uri)
         if not ctx.tracker_run_id:
             raise TrackerError("this run has no tracker run to log the model to")
@@ -324,6 +324,34 @@ class MlflowTracker(TrackerClient):
         }.items():
             client.set_model_version_tag(name, version, key, value)
         return ModelVersion(name=name, version=version)
+
+    def download_model(self, name: str, version: str, dest: str) -> str:
+        import mlflow.artifacts
+        from mlflow.exceptions import MlflowException
+
+        self._mlflow_env()
+        try:
+            return str(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"models:/{name}/{version}", dst_path=dest, tracking_uri=self.uri
+                )
+            )
+        except MlflowException as exc:
+            raise TrackerError(
+                f"model {name} version {version} cannot be read from the registry at {self.uri}:"
+                f" {str(exc.message).splitlines()[0][:200]}",
+                "check the name and version with the MLflow UI or `mlflow models`",
+            ) from None
+
+    def _mlflow_env(self) -> None:
+        # MLflow's own client reads credentials and the CA from the environment (this step only).
+        if self._username and self._password:
+            os.environ["MLFLOW_TRACKING_USERNAME"] = self._username
+            os.environ["MLFLOW_TRACKING_PASSWORD"] = self._password
+        if self._ca_pem:
+            from runner.tls import ca_file
+
+            os.environ["MLFLOW_TRACKING_SERVER_CERT_PATH"] = ca_file(self._ca_pem)
 
 
 TRACKERS: Role[TrackerClient] = Role(
