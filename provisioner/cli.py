@@ -5,6 +5,7 @@ Exit codes: 0 ok, 1 failure, 2 bad input. Errors print one line; ``--debug`` sho
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 from typing import Any
@@ -288,6 +289,9 @@ def _describe(exc: Exception) -> tuple[int, str]:
     if isinstance(exc, MlstackError):
         code = int(getattr(exc, "exit_code", 1))
         return code, " ".join(str(exc).split("\n")[0:1]) + _tail(exc)
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # a write no layer named
+        where = f" holding {exc.filename}" if exc.filename else ""
+        return 1, f"no space left on the device{where} (free some space and run it again)"
     return 1, f"{type(exc).__name__}: {exc} (run with --debug for the traceback)"
 
 

@@ -193,7 +193,9 @@ class _Driver:
                 self.progress.update(name, "cancelled")
             self.running.clear()
         finally:
-            self._skip_rest()
+            self._skip_rest(
+                "the run was cancelled" if status == "cancelled" else "an upstream step failed"
+            )
             error = None
             failed = next((r for r in self.results.values() if r.status == "failed"), None)
             if failed:
@@ -415,14 +417,14 @@ class _Driver:
                 self._warn(name, [f"its log was not uploaded: {exc}"])
         self.client.update_step(step_id, status="failed", error=error, log_uri=log_uri)
 
-    def _skip_rest(self) -> None:
+    def _skip_rest(self, reason: str) -> None:
         for name in self.compiled.order:
             if self.state[name] == "pending":
                 spec = {"pipeline": self.compiled.name, "function": name, "skipped": True}
                 step = self.client.create_step(self.run_id, name, spec=spec, status="skipped")
                 self.state[name] = "skipped"
                 self.results[name] = StepResult(name, "skipped", step.id)
-                self.progress.update(name, "skipped", "an upstream step failed")
+                self.progress.update(name, "skipped", reason)
 
 
 def _settings(step: Any) -> dict[str, Any]:

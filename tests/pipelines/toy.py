@@ -110,3 +110,9 @@ def join(left: list, right: list) -> int:
 def diamond(seconds: float = 1.0) -> None:
     values = numbers(3)
     join(pause(values, seconds), pause(values, seconds))
+
+
+@pipeline
+def sleepy_then(seconds: float = 60.0) -> None:
+    """A slow step with a step after it (left pending when the run is cancelled)."""
+    noop(slow(numbers(), seconds=seconds))
