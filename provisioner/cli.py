@@ -93,6 +93,9 @@ def up(spec_file: Path, as_json: bool, ttl: str | None, budget: float | None) ->
     spec = with_lifetime(load_spec(spec_file), ttl, budget)
     with LiveProgress(f"mlstack up {spec.name}") as progress:
         result = api.up(spec, progress=progress, spec_path=str(spec_file.resolve()))
+    from provisioner.cli_runs import reap_quietly
+
+    reap_quietly(spec.name)
     if as_json:
         print_json(result.outputs.public())
         return
@@ -127,7 +130,11 @@ def status(name: str | None, as_json: bool, show_all: bool) -> None:
     if not name and not show_all:
         records = [r for r in records if r.status != "destroyed"]
     rows = []
+    from provisioner.cli_runs import reap_quietly
+
     for rec in records:
+        if rec.status == "up":
+            reap_quietly(rec.name)
         services = api.status(rec, registry)
         rows.append((rec, services))
     if as_json:
@@ -209,6 +216,9 @@ def down(name: str, yes: bool, as_json: bool) -> None:
         if not sys.stdin.isatty():
             raise UsageError(f"refusing to destroy {name!r} without --yes (no terminal to ask)")
         click.confirm(f"Destroy stack {name!r} and all its data?", abort=True)
+    from provisioner.cli_runs import reap_quietly
+
+    reap_quietly(name)  # a killed driver's MLflow run is ended while the tracker still runs
     with LiveProgress(f"mlstack down {name}") as progress:
         report = teardown(name, progress=progress)
     if as_json:

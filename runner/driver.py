@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,7 +98,9 @@ def run(
     if outputs.metadata.token is None:
         raise RunnerError("the stack outputs carry no metadata token", "resolve secrets first")
     progress = progress or NullProgress()
-    scratch = Path(tempfile.mkdtemp(prefix="mlstack-run-"))
+    from runner.reaping import make_scratch
+
+    scratch = make_scratch()  # marked with this driver, so a later command removes it if killed
     launcher: Any = None
     try:
         # Built once here: the local worker forks with fsspec already imported, and the
@@ -161,6 +162,9 @@ class _Driver:
         started = time.monotonic()
         c = self.compiled
         self.extra_spec = extra_spec
+        from runner.reaping import reap
+
+        reap(self.outputs, self.client)  # runs of killed drivers: failed before this one starts
         record = self.client.create_run(
             pipeline=c.name,
             stack=self.outputs.stack,
