@@ -139,6 +139,8 @@ def test_moved_state_then_up_does_not_orphan(home: Path, stack: tuple[str, Path]
     run_cli("up", str(spec), check=True)
     old = {p.pid for p in stack_processes(home, name)}
     shutil.move(home / "state.json", home / "state.json.bak")
+    lost = run_cli("down", name, "--yes")
+    assert lost.returncode == 2 and f"mlstack recover {name}" in lost.stderr, lost.stderr
     run_cli("up", str(spec), check=True)
     still = [pid for pid in old if psutil.pid_exists(pid) and pid in
              {p.pid for p in stack_processes(home, name)}]  # fmt: skip
