@@ -37,8 +37,16 @@ def up(
 
 def record(name: str, registry: StateRegistry | None = None) -> StackRecord:
     """The state record of stack ``name``; UsageError when there is none."""
-    found = (registry or StateRegistry()).get(name)
+    registry = registry or StateRegistry()
+    found = registry.get(name)
     if found is None:
+        if (registry.home / "stacks" / name).is_dir():  # its state was lost, its folder is not
+            raise UsageError(
+                f"no stack named {name!r} in the state, but its folder"
+                f" {registry.home / 'stacks' / name} exists",
+                f"`mlstack recover {name}` stops its daemons; `mlstack up SPEC` starts it"
+                " again on that folder",
+            )
         raise UsageError(f"no stack named {name!r}", "see `mlstack status` for known stacks")
     return found
 

@@ -5,6 +5,7 @@ Exit codes: 0 ok, 1 failure, 2 bad input. Errors print one line; ``--debug`` sho
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,9 @@ def up(spec_file: Path, as_json: bool, ttl: str | None, budget: float | None) ->
     spec = with_lifetime(load_spec(spec_file), ttl, budget)
     with LiveProgress(f"mlstack up {spec.name}") as progress:
         result = api.up(spec, progress=progress, spec_path=str(spec_file.resolve()))
+    from provisioner.cli_runs import reap_quietly
+
+    reap_quietly(spec.name)
     report_stack(spec.name, result.outputs)  # for the dashboard's stacks page
     if as_json:
         print_json(result.outputs.public())
@@ -128,7 +132,11 @@ def status(name: str | None, as_json: bool, show_all: bool) -> None:
     if not name and not show_all:
         records = [r for r in records if r.status != "destroyed"]
     rows = []
+    from provisioner.cli_runs import reap_quietly
+
     for rec in records:
+        if rec.status == "up":
+            reap_quietly(rec.name)
         services = api.status(rec, registry)
         rows.append((rec, services))
     if as_json:
@@ -210,6 +218,9 @@ def down(name: str, yes: bool, as_json: bool) -> None:
         if not sys.stdin.isatty():
             raise UsageError(f"refusing to destroy {name!r} without --yes (no terminal to ask)")
         click.confirm(f"Destroy stack {name!r} and all its data?", abort=True)
+    from provisioner.cli_runs import reap_quietly
+
+    reap_quietly(name)  # a killed driver's MLflow run is ended while the tracker still runs
     with LiveProgress(f"mlstack down {name}") as progress:
         report = teardown(name, progress=progress)
     if as_json:
@@ -290,6 +301,9 @@ def _describe(exc: Exception) -> tuple[int, str]:
     if isinstance(exc, MlstackError):
         code = int(getattr(exc, "exit_code", 1))
         return code, " ".join(str(exc).split("\n")[0:1]) + _tail(exc)
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # a write no layer named
+        where = f" holding {exc.filename}" if exc.filename else ""
+        return 1, f"no space left on the device{where} (free some space and run it again)"
     return 1, f"{type(exc).__name__}: {exc} (run with --debug for the traceback)"
 
 

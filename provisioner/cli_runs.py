@@ -47,13 +47,33 @@ def stack_outputs(name: str | None) -> StackOutputs:
     return resolve_token(api.outputs(resolve_stack(name)))
 
 
-def metadata_client(outputs: StackOutputs) -> MetadataClient:
+def reap(outputs: StackOutputs, client: MetadataClient) -> list[str]:
+    from runner.reaping import reap as reap_runs
+
+    return reap_runs(outputs, client)
+
+
+def reap_quietly(name: str) -> None:
+    """Finish what killed drivers left on stack ``name`` (best effort: never fails a command
+    that only touches the stack, such as ``status``, ``up`` or ``down``)."""
+    try:
+        outputs = stack_outputs(name)
+        with metadata_client(outputs, timeout=3.0) as client:  # a wedged server: no hang
+            reap(outputs, client)
+    except Exception:  # a stack that is down or unreachable has nothing to reap
+        return
+
+
+def metadata_client(outputs: StackOutputs, timeout: float = 10.0) -> MetadataClient:
     from runner.metadata.client import MetadataClient
 
     token = outputs.metadata.token
     assert token is not None
     return MetadataClient(
-        outputs.metadata.url, token.get_secret_value(), ca_pem=outputs.metadata.ca_pem
+        outputs.metadata.url,
+        token.get_secret_value(),
+        timeout=timeout,
+        ca_pem=outputs.metadata.ca_pem,
     )
 
 
@@ -138,7 +158,7 @@ def runs(stack: str | None, limit: int, as_json: bool) -> None:
 
     outputs = stack_outputs(stack)
     with metadata_client(outputs) as client:
-        client.reap_runs(outputs.stack)  # a run whose driver died is failed, not running
+        reap(outputs, client)  # a run whose driver died is failed, not running
         found = client.list_runs(stack=outputs.stack, limit=limit)
         details = [client.get_run(r.id) for r in found]
     rows: list[dict[str, Any]] = []
@@ -201,7 +221,7 @@ def run_show(run_id: str, stack: str | None, as_json: bool) -> None:
 
     outputs = stack_outputs(stack)
     with metadata_client(outputs) as client:
-        client.reap_runs(outputs.stack)
+        reap(outputs, client)
         detail = _find_run(client, outputs.stack, run_id)
         edges = client.lineage(detail.id)
         reasons = cache_reasons(client, detail)

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field, ValidationError, field_serializer, field_
 from tinydb import Query, TinyDB
 from tinydb.storages import Storage
 
-from stacks.common.errors import StackLocked, StateError
+from stacks.common.errors import StackLocked, StateError, writing
 from stacks.common.home import mlstack_home
 from stacks.outputs import StackOutputs, load_outputs
 from stacks.spec import StackSpec
@@ -230,7 +230,8 @@ class StateRegistry:
                 "wait for that command to finish, then run this one again",
             ) from None
         try:
-            owner.write_text(f"pid {os.getpid()} since {now():%H:%M:%S}")
+            with writing(owner):
+                owner.write_text(f"pid {os.getpid()} since {now():%H:%M:%S}")
             yield
         finally:
             owner.unlink(missing_ok=True)

@@ -14,6 +14,7 @@ file at a final path; on S3 a PUT is atomic by itself.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import os
@@ -144,9 +145,10 @@ class ArtifactStore:
         with self._errors("write", uri):
             if self.local:
                 final = self._path(uri)
-                os.makedirs(os.path.dirname(final), exist_ok=True)
+                _private_dirs(os.path.dirname(final))
                 with self._staging("log") as tmp:
                     shutil.copyfile(local_path, tmp)
+                    os.chmod(tmp, 0o600)  # a log may hold what a step printed: the user's
                     os.replace(tmp, final)
             else:
                 self.fs.put_file(os.fspath(local_path), self._path(uri))
@@ -207,6 +209,16 @@ class ArtifactStore:
                 mat.save(value, tmp)
             except ArtifactError:
                 raise
+            except OSError as err:
+                if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise ArtifactError(
+                        f"cannot save output {name!r} ({type_name}) to {tmp}: {err}"
+                    ) from err
+                raise ArtifactError(
+                    f"cannot save output {name!r}: no space left on the device holding"
+                    f" {err.filename or tmp}",
+                    "free some space there and run again",
+                ) from err
             except Exception as err:
                 raise ArtifactError(
                     f"cannot save output {name!r} ({type_name}) with materializer "
@@ -252,7 +264,7 @@ class ArtifactStore:
         """A fresh temp file path (same filesystem as the objects on file://), removed after."""
         if self.local:
             folder = f"{self._root}/tmp"
-            os.makedirs(folder, exist_ok=True)
+            _private_dirs(folder)
         else:
             folder = tempfile.gettempdir()
         path = f"{folder}/{uuid.uuid4().hex}.{_segment(filename)}"
@@ -274,7 +286,7 @@ class ArtifactStore:
                 if not self.fs.exists(final):
                     self.fs.put_file(tmp, final)
             elif not os.path.exists(final):
-                os.makedirs(os.path.dirname(final), exist_ok=True)
+                _private_dirs(os.path.dirname(final))
                 os.chmod(tmp, 0o444)
                 try:
                     os.link(tmp, final)  # fails if it exists: never overwrite
@@ -314,6 +326,12 @@ class ArtifactStore:
                 f"cannot {action} {uri}: permission denied", "check the store's credentials"
             ) from err
         except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise ArtifactError(
+                    f"cannot {action} {uri}: no space left on the device holding"
+                    f" {err.filename or uri}",
+                    "free some space there and run again",
+                ) from err
             raise ArtifactError(f"cannot {action} {uri}: {err}") from err
 
 
@@ -322,6 +340,18 @@ def _segment(name: str) -> str:
     if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
         raise ArtifactError(f"invalid name {name!r} for the artifact store", "no '/' or '..'")
     return name
+
+
+def _private_dirs(path: str) -> None:
+    """``os.makedirs`` where every folder it creates is 0700 (a local store is the user's)."""
+    missing = []
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for each in reversed(missing):
+        with suppress(FileExistsError):
+            each.mkdir(mode=0o700)
 
 
 def _hash_file(path: str | os.PathLike[str]) -> tuple[str, int]:

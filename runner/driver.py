@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,7 +99,9 @@ def run(
     if outputs.metadata.token is None:
         raise RunnerError("the stack outputs carry no metadata token", "resolve secrets first")
     progress = progress or NullProgress()
-    scratch = Path(tempfile.mkdtemp(prefix="mlstack-run-"))
+    from runner.reaping import make_scratch
+
+    scratch = make_scratch()  # marked with this driver, so a later command removes it if killed
     launcher: Any = None
     try:
         # Built once here: the local worker forks with fsspec already imported, and the
@@ -163,6 +164,9 @@ class _Driver:
         started = time.monotonic()
         c = self.compiled
         self.extra_spec = extra_spec
+        from runner.reaping import reap
+
+        reap(self.outputs, self.client)  # runs of killed drivers: failed before this one starts
         record = self.client.create_run(
             pipeline=c.name,
             stack=self.outputs.stack,
@@ -195,7 +199,9 @@ class _Driver:
                 self.progress.update(name, "cancelled")
             self.running.clear()
         finally:
-            self._skip_rest()
+            self._skip_rest(
+                "the run was cancelled" if status == "cancelled" else "an upstream step failed"
+            )
             error = None
             failed = next((r for r in self.results.values() if r.status == "failed"), None)
             if failed:
@@ -417,14 +423,14 @@ class _Driver:
                 self._warn(name, [f"its log was not uploaded: {exc}"])
         self.client.update_step(step_id, status="failed", error=error, log_uri=log_uri)
 
-    def _skip_rest(self) -> None:
+    def _skip_rest(self, reason: str) -> None:
         for name in self.compiled.order:
             if self.state[name] == "pending":
                 spec = {"pipeline": self.compiled.name, "function": name, "skipped": True}
                 step = self.client.create_step(self.run_id, name, spec=spec, status="skipped")
                 self.state[name] = "skipped"
                 self.results[name] = StepResult(name, "skipped", step.id)
-                self.progress.update(name, "skipped", "an upstream step failed")
+                self.progress.update(name, "skipped", reason)
 
 
 def _settings(step: Any) -> dict[str, Any]:

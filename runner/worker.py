@@ -140,10 +140,14 @@ def _escalate(escalate: list[tuple[float, int]]) -> None:
     import time
 
     now = time.monotonic()
-    for due, pid in [e for e in escalate if e[0] <= now]:
-        escalate.remove((due, pid))
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+    for due, pid in list(escalate):
+        try:
+            os.killpg(pid, signal.SIGKILL if due <= now else 0)
+        except (ProcessLookupError, PermissionError):
+            escalate.remove((due, pid))  # the whole group is gone: nothing left to kill
+            continue
+        if due <= now:
+            escalate.remove((due, pid))
 
 
 def _loop(cmd_fd: int, evt_fd: int, outputs: StackOutputs) -> None:
@@ -155,10 +159,10 @@ def _loop(cmd_fd: int, evt_fd: int, outputs: StackOutputs) -> None:
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-    signal.signal(signal.SIGTERM, lambda *_: _terminate(children))
+    signal.signal(signal.SIGTERM, lambda *_: _terminate(children, escalate))
     buffer = b""
     open_cmd = True
-    while open_cmd or children:
+    while open_cmd or children or escalate:  # a killed group may outlive its leader
         _reap(children, evt_fd)
         _escalate(escalate)
         wait = 0.2 if escalate else 1.0
@@ -170,7 +174,7 @@ def _loop(cmd_fd: int, evt_fd: int, outputs: StackOutputs) -> None:
             chunk = os.read(cmd_fd, 65536)
             if not chunk:  # the driver is gone: nobody will read results; stop everything
                 open_cmd = False
-                _terminate(children)
+                _terminate(children, escalate)
                 continue
             buffer += chunk
             while b"\n" in buffer:
@@ -203,9 +207,15 @@ def _reap(children: dict[int, str], evt_fd: int) -> None:
             os.write(evt_fd, (json.dumps({"step_id": step_id, "code": code}) + "\n").encode())
 
 
-def _terminate(children: dict[int, str]) -> None:
+def _terminate(children: dict[int, str], escalate: list[tuple[float, int]]) -> None:
+    """SIGTERM every step's process group; SIGKILL follows after the grace period."""
+    import time
+
+    due = time.monotonic() + KILL_GRACE_SECONDS
     for pid in list(children):
         _kill_group(pid, signal.SIGTERM)
+        if (due, pid) not in escalate:
+            escalate.append((due, pid))
 
 
 def _child(request: dict[str, Any], outputs: StackOutputs, fds: tuple[int, ...]) -> NoReturn:

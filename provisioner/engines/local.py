@@ -7,6 +7,7 @@ start in parallel; each must answer its health endpoint before ``up`` returns.
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +17,7 @@ from typing import Literal
 from provisioner.engines.base import Engine, PlannedChange, PlanResult, ServiceStatus
 from provisioner.state import ServiceRecord, StackRecord, now
 from provisioner.teardown import TeardownItem
-from stacks.common.errors import ServiceFailed, UsageError
+from stacks.common.errors import ServiceFailed, UsageError, writing
 from stacks.common.process import (
     DaemonFailed,
     free_port,
@@ -38,7 +39,13 @@ from stacks.local import (
     secrets_backend,
     tracker,
 )
-from stacks.local.base import STACK_ID_ENV, STACK_ID_FILE, LocalContext, ServiceDef
+from stacks.local.base import (
+    FOLDER_ID_FILE,
+    STACK_ID_ENV,
+    STACK_ID_FILE,
+    LocalContext,
+    ServiceDef,
+)
 from stacks.outputs import StackOutputs
 from stacks.spec import LocalStackSpec, StackSpec
 
@@ -137,21 +144,35 @@ class LocalEngine(Engine):
     def _up(
         self, spec: StackSpec, record: StackRecord
     ) -> tuple[list[str], list[str], StackOutputs]:
+        # Everything the stack keeps on disk is private to the user: folders 0700, files 0600.
+        old_umask = os.umask(0o077)
+        try:
+            return self._up_private(spec, record)
+        finally:
+            os.umask(old_umask)
+
+    def _up_private(
+        self, spec: StackSpec, record: StackRecord
+    ) -> tuple[list[str], list[str], StackOutputs]:
         ctx = self._context(spec)
-        ctx.stack_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        ctx.stack_dir.chmod(0o700)
+        with writing(ctx.stack_dir):
+            ctx.stack_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            ctx.stack_dir.chmod(0o700)
         # What a killed predecessor spawned and no record owns is stopped before anything
         # starts (two MLflows on one SQLite file corrupt it). The folder's old stack id
         # counts too: state.json may have been lost since.
         self._stop_strays(ctx, record, keep_recorded=True)
         # Mark what belongs to this stack id, so `mlstack sweep --stack-id` finds it stateless.
-        (ctx.stack_dir / STACK_ID_FILE).write_text(record.stack_id, encoding="utf-8")
+        with writing(ctx.stack_dir / STACK_ID_FILE):
+            (ctx.stack_dir / STACK_ID_FILE).write_text(record.stack_id, encoding="utf-8")
         self._stack_id = record.stack_id
-        folder = ctx.folder_id(create=True)
+        with writing(ctx.path(FOLDER_ID_FILE)):
+            folder = ctx.folder_id(create=True)
         # The secrets backend comes first: the metadata server's token lives in it.
         store_svc = secrets_backend.service(ctx)
         assert store_svc.prepare is not None
-        store_svc.prepare()
+        with writing(ctx.path("secrets")):
+            store_svc.prepare()
         store = secrets_backend.store(ctx)
         token = store.get(metadata.TOKEN_SECRET)
         if token is None:
@@ -219,7 +240,8 @@ class LocalEngine(Engine):
         for svc in passive:
             self.progress.update(svc.name, "starting")
             if svc.prepare:
-                svc.prepare()
+                with writing(ctx.stack_dir):
+                    svc.prepare()
             problem = svc.check() if svc.check else None
             if problem:
                 raise ServiceFailed(f"{svc.name}: {problem}")
@@ -263,7 +285,8 @@ class LocalEngine(Engine):
         assert svc.argv is not None
         self.progress.update(svc.name, "starting", f"port {port}")
         if svc.prepare:
-            svc.prepare()
+            with writing(ctx.stack_dir):
+                svc.prepare()
         log = ctx.path("logs", f"{svc.name}.log")
         try:
             env = {**svc.env, STACK_ID_ENV: getattr(self, "_stack_id", "")}
@@ -272,7 +295,12 @@ class LocalEngine(Engine):
             self.progress.update(svc.name, "failed", str(exc))
             raise ServiceFailed(f"{svc.name} cannot start: {exc}") from None
         # Intent before health: a kill from here on leaves the pid in the stack's folder.
-        pids.write(ctx.stack_dir, svc.name, daemon, port=port, log=str(log))
+        try:
+            with writing(ctx.path(pids.PIDS, f"{svc.name}.json")):
+                pids.write(ctx.stack_dir, svc.name, daemon, port=port, log=str(log))
+        except BaseException:
+            stop(daemon.pid, daemon.create_time)  # unrecorded, it would outlive us
+            raise
         try:
             wait_healthy(
                 svc.name,

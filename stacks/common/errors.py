@@ -6,6 +6,11 @@ engine; the CLI prints ``str(err)`` as one line and exits with ``exit_code``.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+from collections.abc import Iterator
+from pathlib import Path
+
 
 class MlstackError(Exception):
     """Base of every error mlstack raises on purpose: a headline plus an optional hint."""
@@ -51,3 +56,21 @@ class EngineError(MlstackError):
 
 class SecretsError(MlstackError):
     """The secrets backend refused an operation or a secret is missing."""
+
+
+class DiskFull(MlstackError):
+    """A write failed because the device holding a file is full; the headline names it."""
+
+
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Turn a full-disk ``OSError`` while writing ``path`` into one line naming the file."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise DiskFull(
+            f"no space left on the device holding {exc.filename or path}",
+            "free some space there and run the command again",
+        ) from None

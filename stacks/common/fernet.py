@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from filelock import FileLock
 
-from stacks.common.errors import SecretsError
+from stacks.common.errors import SecretsError, writing
 
 if TYPE_CHECKING:
     from cryptography.fernet import Fernet
@@ -57,11 +57,13 @@ class FernetStore:
         from cryptography.fernet import Fernet
 
         store = cls(path, key_file)
-        store.path.parent.mkdir(parents=True, exist_ok=True)
+        with writing(store.path.parent):
+            store.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not store.key_file.exists():
-            fd = os.open(store.key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(Fernet.generate_key())
+            with writing(store.key_file):
+                fd = os.open(store.key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(Fernet.generate_key())
         if not store.path.exists():
             with store._lock:
                 store._write({})
@@ -110,6 +112,10 @@ class FernetStore:
 
     def _write(self, data: dict[str, str]) -> None:
         blob = self._fernet().encrypt(json.dumps(data, sort_keys=True).encode())
+        with writing(self.path):
+            self._write_blob(blob)
+
+    def _write_blob(self, blob: bytes) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".secrets-")
         try:
             os.fchmod(fd, 0o600)

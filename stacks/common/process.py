@@ -78,10 +78,12 @@ def spawn(
     ``env`` is added to this process's environment, or is the whole environment when
     ``inherit_env`` is false (so a variable of ours, a token, can be kept from the child).
     """
-    log.parent.mkdir(parents=True, exist_ok=True)
+    log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     full_env = dict(os.environ) if inherit_env else {}
     full_env.update(env or {})
-    with open(log, "ab") as out:
+    # Private to the user: the log, and whatever the daemon creates (databases, artifacts).
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "ab") as out:
         proc = subprocess.Popen(
             list(argv),
             stdout=out,
@@ -90,6 +92,7 @@ def spawn(
             cwd=cwd,
             env=full_env,
             start_new_session=True,
+            umask=0o077,
         )
     # The daemon outlives this Popen object; keep Python from warning that it is running.
     proc.returncode = 0

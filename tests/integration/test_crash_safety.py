@@ -139,6 +139,8 @@ def test_moved_state_then_up_does_not_orphan(home: Path, stack: tuple[str, Path]
     run_cli("up", str(spec), check=True)
     old = {p.pid for p in stack_processes(home, name)}
     shutil.move(home / "state.json", home / "state.json.bak")
+    lost = run_cli("down", name, "--yes")
+    assert lost.returncode == 2 and f"mlstack recover {name}" in lost.stderr, lost.stderr
     run_cli("up", str(spec), check=True)
     still = [pid for pid in old if psutil.pid_exists(pid) and pid in
              {p.pid for p in stack_processes(home, name)}]  # fmt: skip
@@ -188,3 +190,62 @@ def test_stopped_metadata_server_is_restarted(home: Path, stack: tuple[str, Path
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
+
+
+TOY = Path(__file__).resolve().parents[1] / "pipelines" / "toy.py"
+
+
+def test_dead_service_shows_as_restarting(home: Path, stack: tuple[str, Path]) -> None:
+    """Issue 10 (smaller): a killed service is restarted, not "stopping settings changed"."""
+    name, spec = stack
+    run_cli("up", str(spec), check=True)
+    os.kill(recorded_pids(home, name)["metadata"], signal.SIGKILL)
+    again = run_cli("up", str(spec), check=True)
+    shown = again.stdout + again.stderr
+    assert "metadata: restarting" in shown, shown
+    assert "settings changed" not in shown
+
+
+def test_cancelled_run_skips_with_cancelled_and_files_are_private(
+    home: Path, stack: tuple[str, Path], tmp_path: Path
+) -> None:
+    """Issue 10 (smaller): after a cancel the pending step says so; the stack's folders are
+    0700, its logs and database 0600."""
+    name, spec = stack
+    run_cli("up", str(spec), check=True)
+    marker = tmp_path / "slow.pid"
+    driver = subprocess.Popen(
+        [MLSTACK, "run", f"{TOY}:sleepy_then", "--stack", name],
+        env=dict(os.environ, MLSTACK_TEST_MARKER=str(marker)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists() or not marker.read_text():
+            assert time.monotonic() < deadline and driver.poll() is None, "slow never started"
+            time.sleep(0.1)
+        driver.send_signal(signal.SIGINT)
+        out, err = driver.communicate(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 130, err
+    skipped = [ln for ln in (out + err).splitlines() if ln.startswith("noop: skipped")]
+    assert skipped and "cancelled" in skipped[0], out + err
+    assert "upstream" not in skipped[0]
+
+    folder = home / "stacks" / name
+    checked = {"dirs": 0, "logs": 0, "db": 0}
+    for path in [folder, *folder.rglob("*")]:
+        mode = path.stat().st_mode & 0o777
+        if path.is_dir():
+            assert mode == 0o700, f"{path} is {mode:o}"
+            checked["dirs"] += 1
+        elif path.suffix == ".log" or path.name.startswith("metadata.db"):
+            assert mode == 0o600, f"{path} is {mode:o}"
+            checked["logs" if path.suffix == ".log" else "db"] += 1
+    assert checked["dirs"] > 5 and checked["logs"] >= 3 and checked["db"] >= 1, checked
+    step_logs = list((folder / "artifacts" / "logs").rglob("*.log"))
+    assert step_logs, "the run uploaded no step log"

@@ -110,3 +110,28 @@ def join(left: list, right: list) -> int:
 def diamond(seconds: float = 1.0) -> None:
     values = numbers(3)
     join(pause(values, seconds), pause(values, seconds))
+
+
+@pipeline
+def sleepy_then(seconds: float = 60.0) -> None:
+    """A slow step with a step after it (left pending when the run is cancelled)."""
+    noop(slow(numbers(), seconds=seconds))
+
+
+@step(cache=False)
+def stubborn(values: list, seconds: float = 300.0) -> int:
+    """Ignores SIGTERM and starts a child of its own: only a group SIGKILL stops both."""
+    import signal
+    import subprocess
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    child = subprocess.Popen(["sleep", str(seconds)])
+    with open(os.environ["MLSTACK_TEST_MARKER"], "w") as fh:
+        fh.write(f"{os.getpid()} {child.pid}")
+    time.sleep(seconds)
+    return len(values)
+
+
+@pipeline
+def stubborn_run(seconds: float = 300.0) -> None:
+    stubborn(numbers(), seconds=seconds)
