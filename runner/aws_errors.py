@@ -44,6 +44,8 @@ CREDENTIALS_HINT = (
     "give mlstack AWS credentials the usual way: AWS_PROFILE (then `aws sso login` if it uses"
     " SSO), AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or the task role inside AWS"
 )
+_XML_CODE = re.compile(r"<Code>([^<]+)</Code>")
+_XML_MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
 _IDENTITY = re.compile(r"\b(?:User|identity):\s*(arn:[^\s,]+)", re.IGNORECASE)
 
 
@@ -67,18 +69,33 @@ class AwsNotFound(AwsError):
     """The resource the action needs does not exist."""
 
 
+def _error(err: BaseException) -> tuple[str, str]:
+    """(code, message) of a botocore ClientError; ('', str(err)) for anything else.
+
+    A body botocore could not parse for the service's protocol (an XML error where JSON was
+    expected, as emulators and proxies send) leaves the HTTP status as the code and the raw
+    body as the message: the code and message are read out of the XML then.
+    """
+    response: Any = getattr(err, "response", None)
+    if not isinstance(response, dict):
+        return "", str(err)
+    error = response.get("Error") or {}
+    code, message = str(error.get("Code") or ""), str(error.get("Message") or err)
+    if code.isdigit() and "<Code>" in message:
+        found = _XML_CODE.search(message)
+        code = found.group(1) if found else code
+        text = _XML_MESSAGE.search(message)
+        message = text.group(1) if text else message
+    return code, message
+
+
 def error_code(err: BaseException) -> str:
     """The AWS error code of a botocore ClientError ('' for anything else)."""
-    response = getattr(err, "response", None)
-    if not isinstance(response, dict):
-        return ""
-    return str((response.get("Error") or {}).get("Code") or "")
+    return _error(err)[0]
 
 
 def _message(err: BaseException) -> str:
-    response: Any = getattr(err, "response", None) or {}
-    text = str((response.get("Error") or {}).get("Message") or err)
-    return " ".join(text.split())[:300]
+    return " ".join(_error(err)[1].split())[:300]
 
 
 def _identity(err: BaseException, role: str | None) -> str:
@@ -106,8 +123,8 @@ def translate(
             who = _identity(err, role)
             return AwsAccessDenied(
                 f"AWS denied {action} to {who} while {what}",
-                f"grant {action} to {who} in its IAM policy (for the stack's own roles:"
-                " `mlstack up` the stack again to restore them)",
+                f"grant {action} to {who} in its IAM policy; for the stack's own roles,"
+                " `mlstack up` restores them",
             )
         if code in BAD_CREDENTIALS:
             return AwsCredentialsError(

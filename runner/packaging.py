@@ -110,6 +110,10 @@ def runtime_pins(outputs: StackOutputs | None = None) -> list[str]:
     names = list(RUNTIME_PACKAGES)
     if outputs is not None and outputs.artifact_store.kind in ("s3", "minio"):
         names.append("s3fs")
+    if outputs is not None:
+        from runner.secrets import SECRETS_BACKENDS
+
+        names += SECRETS_BACKENDS.get(outputs.secrets.kind).runtime_packages
     pins = []
     for name in names:
         try:

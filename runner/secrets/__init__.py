@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 class SecretsBackend:
     """The interface every secrets backend implements (values are plain strings)."""
 
+    runtime_packages: tuple[str, ...] = ()  # what a step's image needs to reach the backend
+
     def __init__(self, outputs: StackOutputs) -> None:
         self.outputs = outputs
 
@@ -43,6 +45,7 @@ SECRETS_BACKENDS: Role[SecretsBackend] = Role(
     "secrets backend",
     {
         "local": "runner.secrets.local:LocalSecrets",
+        "aws_secrets_manager": "runner.secrets.aws:SecretsManagerSecrets",
     },
 )
 
