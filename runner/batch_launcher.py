@@ -24,6 +24,7 @@ import os
 import queue
 import re
 import shlex
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -121,6 +122,7 @@ class BatchLauncher:
         self._poller: threading.Thread | None = None
         self._wake = threading.Event()
         self._client: MetadataClient | None = None
+        self._poll_warned = False
 
     # -- the driver's interface ------------------------------------------------------------
 
@@ -244,7 +246,11 @@ class BatchLauncher:
             try:
                 changed = self._refresh(jobs)
             except Exception as exc:  # throttling, a network blip: try again, slower
-                self.progress.update("batch", "polling", f"DescribeJobs failed: {exc}"[:120])
+                if not self._poll_warned:
+                    self._poll_warned = True
+                    print(
+                        f"warning: AWS Batch DescribeJobs failed, retrying: {exc}", file=sys.stderr
+                    )
                 changed = False
             delay = POLL_MIN_SECONDS if changed else min(POLL_MAX_SECONDS, delay * 1.5)
             self._wake.wait(delay)

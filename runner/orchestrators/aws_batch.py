@@ -31,8 +31,7 @@ if TYPE_CHECKING:
     from runner.step_options import StepResources
     from stacks.outputs import AwsBatchOrchestratorOutputs, StackOutputs
 
-CONTAINER_NAME = "step"  # the awslogs stream is <prefix>/<container>/<ecs task id>
-LOG_PREFIX = "mlstack"
+LOG_PREFIX = "mlstack"  # awslogs streams are mlstack/default/<ecs task id>
 
 
 def aws_client(outputs: StackOutputs, service: str) -> Any:
