@@ -96,10 +96,14 @@ def job_environment(outputs: StackOutputs) -> dict[str, str]:
 
 
 def step_command(step_id: str) -> list[str]:
-    """The job's command: the step entrypoint, its output to CloudWatch and to the log file
-    the entrypoint uploads to the artifact store."""
+    """The job's command: the step entrypoint, its output to CloudWatch (stdout) and to the
+    log file the entrypoint uploads to the artifact store; the entrypoint's exit code."""
     run = f"python3 -m runner.entrypoint run-step --step-id {shlex.quote(step_id)} --log {STEP_LOG}"
-    return ["bash", "-c", f"set -o pipefail; {run} 2>&1 | tee -a {STEP_LOG}"]
+    script = (
+        f"{{ {run}; echo $? > {STEP_LOG}.rc; }} 2>&1 | tee -a {STEP_LOG};"
+        f' exit "$(cat {STEP_LOG}.rc 2>/dev/null || echo 1)"'
+    )
+    return ["sh", "-c", script]
 
 
 class BatchLauncher:
