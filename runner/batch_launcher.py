@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from runner.cloudwatch_logs import job_log_tail
 from runner.errors import RunnerError
-from runner.orchestrators.aws_batch import aws_client, aws_error
+from runner.orchestrators.aws_batch import stack_client
 from runner.worker import Finished
 from stacks.common.constants import OUTPUTS_ENV
 from stacks.common.progress import Progress
@@ -116,7 +116,7 @@ class BatchLauncher:
         self.coords: Any = outputs.orchestrator
         self.definitions = definitions
         self.batch = batch
-        self.logs = aws_client(outputs, "logs")
+        self.logs = stack_client(outputs, "logs")
         self.progress = progress
         self.run_label = ""
         self._jobs: dict[str, _Job] = {}  # step id -> its active job
@@ -131,8 +131,7 @@ class BatchLauncher:
     # -- the driver's interface ------------------------------------------------------------
 
     def launch(self, step_id: str, log: Path, result: Path, step: Step | None = None) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
+        from runner.aws_errors import aws_errors
         from runner.step_options import StepResources
 
         name = log.stem  # the invocation's name (the driver names its files after it)
@@ -154,10 +153,8 @@ class BatchLauncher:
         if timeout is not None:
             seconds = max(MIN_ATTEMPT_SECONDS, math.ceil(timeout))
             kwargs["timeout"] = {"attemptDurationSeconds": seconds}
-        try:
+        with aws_errors("batch", f"submitting step {name!r} to job queue {kwargs['jobQueue']!r}"):
             job_id = str(self.batch.submit_job(**kwargs)["jobId"])
-        except (BotoCoreError, ClientError) as exc:
-            raise aws_error(exc, f"submitting step {name!r}") from None
         job = _Job(step_id, name, job_id, log, result, timeout)
         with self._lock:
             self._jobs[step_id] = job
@@ -204,12 +201,12 @@ class BatchLauncher:
 
     def terminate_orphans(self) -> int:
         """Terminate this stack's active jobs whose run is no longer running; how many."""
-        from botocore.exceptions import BotoCoreError, ClientError
+        from runner.aws_errors import aws_errors
 
         client = self._metadata()
         with contextlib.suppress(RunnerError):
             client.reap_runs(self.outputs.stack)  # a run whose driver died is failed
-        try:
+        with aws_errors("batch", f"listing the jobs of job queue {self.coords.job_queue!r}"):
             ids = [
                 summary["jobId"]
                 for status in ACTIVE
@@ -220,8 +217,6 @@ class BatchLauncher:
                 if str(summary.get("jobName", "")).startswith(JOB_PREFIX)
             ]
             described = self._describe(ids)
-        except (BotoCoreError, ClientError) as exc:
-            raise aws_error(exc, "listing the job queue's jobs") from None
         stopped = 0
         for job in described:
             tags = job.get("tags") or {}
