@@ -55,7 +55,7 @@ STATUSES = {
     "SUCCEEDED": "succeeded",
     "FAILED": "failed",
 }
-POLL_MIN_SECONDS, POLL_MAX_SECONDS = 1.0, 15.0
+POLL_MIN_SECONDS, POLL_MAX_SECONDS = 1.0, 5.0  # one DescribeJobs call for all jobs
 MIN_ATTEMPT_SECONDS = 60  # Batch's smallest attemptDurationSeconds; shorter ones: see _deadlines
 RUN_TAG, STEP_TAG = "mlstack:run", "mlstack:step"
 JOB_PREFIX = "mlstack-"
@@ -147,7 +147,12 @@ class BatchLauncher:
                 "command": step_command(step_id),
                 "environment": [{"name": k, "value": v} for k, v in env.items()],
             },
-            "tags": {**self.outputs.tags, RUN_TAG: self.run_label, STEP_TAG: step_id},
+            "tags": {
+                **self.outputs.tags,
+                STACK_ID_TAG: self.outputs.stack_id,  # what orphan search and drain go by
+                RUN_TAG: self.run_label,
+                STEP_TAG: step_id,
+            },
             "propagateTags": True,
         }
         if timeout is not None:

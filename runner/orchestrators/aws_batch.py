@@ -23,6 +23,7 @@ from runner.orchestrators import Orchestrator, Prepared
 from stacks.common.aws_naming import physical_name
 from stacks.common.constants import BATCH_DEFAULT_MEMORY_GIB, BATCH_DEFAULT_VCPU
 from stacks.common.progress import Progress
+from stacks.common.tags import STACK_ID_TAG
 from stacks.spec.aws import FARGATE_MEMORY_GIB
 
 if TYPE_CHECKING:
@@ -149,7 +150,7 @@ class JobDefinitions:
                 platformCapabilities=["FARGATE"],
                 containerProperties=properties,
                 propagateTags=True,
-                tags=dict(self.outputs.tags),
+                tags={**self.outputs.tags, STACK_ID_TAG: self.outputs.stack_id},
             )
         return str(made["jobDefinitionArn"])
 

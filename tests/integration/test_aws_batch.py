@@ -79,7 +79,34 @@ def stack(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             aws_batch_stack(local["outputs"], BASE) as batch,
         ):
             env.setenv("MLSTACK_BATCH_CREDENTIALS_URI", batch.credentials.url)
-            yield batch
+            try:
+                yield batch
+            finally:
+                stop_every_job(batch)
+
+
+def stop_every_job(stack: BatchStack) -> None:
+    """Terminate what a failed test left running and wait for its containers to go."""
+    import docker
+
+    batch = aws("batch")
+    queue = stack.outputs.orchestrator.job_queue  # type: ignore[union-attr]
+    ids = [
+        j["jobId"]
+        for status in ACTIVE
+        for j in batch.list_jobs(jobQueue=queue, jobStatus=status)["jobSummaryList"]
+    ]
+    for job_id in ids:
+        batch.terminate_job(jobId=job_id, reason="test teardown")
+    engine = docker.from_env()
+    deadline = time.monotonic() + 60
+    while any(engine.containers.list(filters={"name": job_id}) for job_id in ids):
+        if time.monotonic() > deadline:
+            for job_id in ids:
+                for container in engine.containers.list(filters={"name": job_id}):
+                    container.remove(force=True)
+            break
+        time.sleep(1)
 
 
 def aws(service: str) -> Any:
@@ -232,7 +259,7 @@ def _driver(stack: BatchStack, tmp_path: Path) -> subprocess.Popen[bytes]:
     secret.write_text(json.dumps(stack.outputs.revealed()))
     secret.chmod(0o600)
     return subprocess.Popen(
-        [sys.executable, "-c", DRIVER, str(secret), f"{BATCH_TOY}:too_slow"],
+        [sys.executable, "-c", DRIVER, str(secret), f"{BATCH_TOY}:lingering"],
         env=dict(os.environ, TMPDIR=str(tmp_path)),  # a killed driver's scratch stays here
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -247,7 +274,7 @@ def _running_job(stack: BatchStack, driver: subprocess.Popen[bytes]) -> dict[str
     while True:
         assert driver.poll() is None, driver.stderr.read() if driver.stderr else ""
         running = batch.list_jobs(jobQueue=queue, jobStatus="RUNNING")["jobSummaryList"]
-        found = [j for j in running if j["jobName"].endswith("-overrun")]
+        found = [j for j in running if j["jobName"].endswith("-linger")]
         if found:
             return batch.describe_jobs(jobs=[found[0]["jobId"]])["jobs"][0]
         assert time.monotonic() < deadline, "the job never started"
