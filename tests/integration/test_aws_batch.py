@@ -184,6 +184,12 @@ def test_diamond_runs_every_step_as_a_batch_job_with_artifacts_in_s3(stack: Batc
     # Jobs carry the stack's tags and a reused job definition.
     assert all(j["tags"]["mlstack:stack-id"] == stack.outputs.stack_id for j in jobs)
     assert len({j["jobDefinition"] for j in jobs}) == 1
+    (definition,) = aws("batch").describe_job_definitions(
+        jobDefinitions=[jobs[0]["jobDefinition"]]
+    )["jobDefinitions"]
+    image = definition["containerProperties"]["image"]
+    assert image.startswith(stack.outputs.container_registry.url + "/")  # type: ignore[union-attr]
+    assert stack.made["repository"] in image  # the program's ECR repository
 
 
 def test_failing_job_fails_the_run_with_its_cloudwatch_log_tail(stack: BatchStack) -> None:
