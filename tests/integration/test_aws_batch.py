@@ -239,6 +239,22 @@ def test_a_step_over_its_timeout_is_terminated(stack: BatchStack) -> None:
         time.sleep(1)
 
 
+def test_a_step_reads_a_secret_from_secrets_manager_with_its_job_role(stack: BatchStack) -> None:
+    from runner.secrets import secrets_backend
+
+    value = f"pw-{time.time_ns()}"
+    secrets_backend(stack.outputs).set("db", value)  # what `mlstack secret set` does
+    result = run_pipeline(stack, f"{TOY}:secretive")
+    assert result.status == "completed", result.steps["use_secret"].error
+    out = result.steps["use_secret"].outputs["output"]
+    from runner.artifact_stores import open_store
+
+    loaded = open_store(stack.outputs).load(out.uri, out.materializer, out.type_name)
+    assert loaded == {"length": len(value), "starts": value[:2]}
+    (job,) = run_jobs(stack, result.run_id)
+    assert value not in json.dumps(job, default=str) + job_log(job)
+
+
 def test_a_missing_queue_is_one_clear_line(stack: BatchStack) -> None:
     data = stack.outputs.revealed()
     data["orchestrator"]["job_queue"] = "no-such-queue"
