@@ -24,6 +24,7 @@ import os
 import queue
 import re
 import shlex
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from runner.cloudwatch_logs import job_log_tail
 from runner.errors import RunnerError
-from runner.orchestrators.aws_batch import aws_client, aws_error
+from runner.orchestrators.aws_batch import stack_client
 from runner.worker import Finished
 from stacks.common.constants import OUTPUTS_ENV
 from stacks.common.progress import Progress
@@ -54,7 +55,7 @@ STATUSES = {
     "SUCCEEDED": "succeeded",
     "FAILED": "failed",
 }
-POLL_MIN_SECONDS, POLL_MAX_SECONDS = 1.0, 15.0
+POLL_MIN_SECONDS, POLL_MAX_SECONDS = 1.0, 5.0  # one DescribeJobs call for all jobs
 MIN_ATTEMPT_SECONDS = 60  # Batch's smallest attemptDurationSeconds; shorter ones: see _deadlines
 RUN_TAG, STEP_TAG = "mlstack:run", "mlstack:step"
 JOB_PREFIX = "mlstack-"
@@ -95,10 +96,14 @@ def job_environment(outputs: StackOutputs) -> dict[str, str]:
 
 
 def step_command(step_id: str) -> list[str]:
-    """The job's command: the step entrypoint, its output to CloudWatch and to the log file
-    the entrypoint uploads to the artifact store."""
+    """The job's command: the step entrypoint, its output to CloudWatch (stdout) and to the
+    log file the entrypoint uploads to the artifact store; the entrypoint's exit code."""
     run = f"python3 -m runner.entrypoint run-step --step-id {shlex.quote(step_id)} --log {STEP_LOG}"
-    return ["bash", "-c", f"set -o pipefail; {run} 2>&1 | tee -a {STEP_LOG}"]
+    script = (
+        f"{{ {run}; echo $? > {STEP_LOG}.rc; }} 2>&1 | tee -a {STEP_LOG};"
+        f' exit "$(cat {STEP_LOG}.rc 2>/dev/null || echo 1)"'
+    )
+    return ["sh", "-c", script]
 
 
 class BatchLauncher:
@@ -111,7 +116,7 @@ class BatchLauncher:
         self.coords: Any = outputs.orchestrator
         self.definitions = definitions
         self.batch = batch
-        self.logs = aws_client(outputs, "logs")
+        self.logs = stack_client(outputs, "logs")
         self.progress = progress
         self.run_label = ""
         self._jobs: dict[str, _Job] = {}  # step id -> its active job
@@ -121,12 +126,12 @@ class BatchLauncher:
         self._poller: threading.Thread | None = None
         self._wake = threading.Event()
         self._client: MetadataClient | None = None
+        self._poll_warned = False
 
     # -- the driver's interface ------------------------------------------------------------
 
     def launch(self, step_id: str, log: Path, result: Path, step: Step | None = None) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
+        from runner.aws_errors import aws_errors
         from runner.step_options import StepResources
 
         name = log.stem  # the invocation's name (the driver names its files after it)
@@ -142,16 +147,19 @@ class BatchLauncher:
                 "command": step_command(step_id),
                 "environment": [{"name": k, "value": v} for k, v in env.items()],
             },
-            "tags": {**self.outputs.tags, RUN_TAG: self.run_label, STEP_TAG: step_id},
+            "tags": {
+                **self.outputs.tags,
+                STACK_ID_TAG: self.outputs.stack_id,  # what orphan search and drain go by
+                RUN_TAG: self.run_label,
+                STEP_TAG: step_id,
+            },
             "propagateTags": True,
         }
         if timeout is not None:
             seconds = max(MIN_ATTEMPT_SECONDS, math.ceil(timeout))
             kwargs["timeout"] = {"attemptDurationSeconds": seconds}
-        try:
+        with aws_errors("batch", f"submitting step {name!r} to job queue {kwargs['jobQueue']!r}"):
             job_id = str(self.batch.submit_job(**kwargs)["jobId"])
-        except (BotoCoreError, ClientError) as exc:
-            raise aws_error(exc, f"submitting step {name!r}") from None
         job = _Job(step_id, name, job_id, log, result, timeout)
         with self._lock:
             self._jobs[step_id] = job
@@ -198,12 +206,12 @@ class BatchLauncher:
 
     def terminate_orphans(self) -> int:
         """Terminate this stack's active jobs whose run is no longer running; how many."""
-        from botocore.exceptions import BotoCoreError, ClientError
+        from runner.aws_errors import aws_errors
 
         client = self._metadata()
         with contextlib.suppress(RunnerError):
             client.reap_runs(self.outputs.stack)  # a run whose driver died is failed
-        try:
+        with aws_errors("batch", f"listing the jobs of job queue {self.coords.job_queue!r}"):
             ids = [
                 summary["jobId"]
                 for status in ACTIVE
@@ -214,8 +222,6 @@ class BatchLauncher:
                 if str(summary.get("jobName", "")).startswith(JOB_PREFIX)
             ]
             described = self._describe(ids)
-        except (BotoCoreError, ClientError) as exc:
-            raise aws_error(exc, "listing the job queue's jobs") from None
         stopped = 0
         for job in described:
             tags = job.get("tags") or {}
@@ -244,7 +250,11 @@ class BatchLauncher:
             try:
                 changed = self._refresh(jobs)
             except Exception as exc:  # throttling, a network blip: try again, slower
-                self.progress.update("batch", "polling", f"DescribeJobs failed: {exc}"[:120])
+                if not self._poll_warned:
+                    self._poll_warned = True
+                    print(
+                        f"warning: AWS Batch DescribeJobs failed, retrying: {exc}", file=sys.stderr
+                    )
                 changed = False
             delay = POLL_MIN_SECONDS if changed else min(POLL_MAX_SECONDS, delay * 1.5)
             self._wake.wait(delay)

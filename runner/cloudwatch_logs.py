@@ -39,19 +39,37 @@ def tail(logs: Any, group: str, stream: str, lines: int = TAIL_LINES) -> list[st
     return [str(e.get("message", "")).rstrip("\n") for e in events][-lines:]
 
 
-def job_log_tail(logs: Any, job: dict[str, Any], group: str, lines: int = TAIL_LINES) -> str:
+def job_log_tail(
+    logs: Any,
+    job: dict[str, Any],
+    group: str,
+    lines: int = TAIL_LINES,
+    tries: int = 3,
+    pause: float = 2.0,
+) -> str:
     """The tail of a described Batch job's log, from ``group`` or Batch's default group;
-    a one-line note instead when no stream can be read."""
+    a one-line note instead when no stream can be read. The awslogs driver may deliver the
+    last lines a moment after the job ends: a missing or empty stream is read ``tries`` times."""
+    import time
+
     from botocore.exceptions import BotoCoreError, ClientError
 
     stream = stream_of(job)
     if stream is None:
         return "(AWS Batch reported no log stream for this job: its container never started)"
-    try:
-        for candidate in dict.fromkeys((group, BATCH_DEFAULT_GROUP)):
-            found = tail(logs, candidate, stream, lines)
-            if found is not None:
-                return "\n".join(found)
-    except (BotoCoreError, ClientError) as exc:
-        return f"(could not read CloudWatch Logs stream {stream}: {exc})"
+    found: list[str] | None = None
+    for attempt in range(tries):
+        if attempt:
+            time.sleep(pause)
+        try:
+            for candidate in dict.fromkeys((group, BATCH_DEFAULT_GROUP)):
+                found = tail(logs, candidate, stream, lines)
+                if found is not None:
+                    break
+        except (BotoCoreError, ClientError) as exc:
+            return f"(could not read CloudWatch Logs stream {stream}: {exc})"
+        if found:
+            return "\n".join(found)
+    if found is not None:
+        return f"(CloudWatch Logs stream {stream} is empty)"
     return f"(CloudWatch Logs has no stream {stream} in {group} or {BATCH_DEFAULT_GROUP})"

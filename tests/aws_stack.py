@@ -7,8 +7,9 @@ the job log group, the Batch roles, the compute environment and job queue, and t
 secrets (with their values) — on a real moto server, tagged as the program tags them.
 
 :func:`aws_batch_stack` hands the runner the resulting StackOutputs: the program's, with a
-local registry standing in for ECR's registry endpoint (moto's ECR is API only) and the
-metadata server of a real local stack. moto's Batch runs each job's container on the local
+local registry standing in for ECR's registry endpoint (moto's ECR is API only: the push
+token still comes from its ``GetAuthorizationToken``) and the metadata server of a real local
+stack. moto's Batch runs each job's container on the local
 Docker Engine with host networking (``MOTO_DOCKER_NETWORK_MODE=host``, set by the
 ``moto_server`` fixture) and injects only ``MOTO_HOST``/``MOTO_PORT`` and
 ``AWS_BATCH_JOB_ID``: no credentials. On Fargate the ECS agent serves the job role's
@@ -246,7 +247,13 @@ def aws_batch_stack(local: dict[str, Any], base_image: str) -> Iterator[BatchSta
     program = program_resources(stack_id, token, base_image)
     made = create_in_moto(program)
     data = {k: v for k, v in program.outputs.items() if k in StackOutputs.model_fields}
-    data["container_registry"] = local["container_registry"]  # stands in for ECR's endpoint
+    # The program's ECR repository, served by the local registry (ECR's registry endpoint):
+    # pushes still take their token from ecr:GetAuthorizationToken on moto.
+    repository = data["container_registry"]["url"].split("/", 1)[1]
+    data["container_registry"] = {
+        "kind": "ecr",
+        "url": f"{local['container_registry']['url']}/{repository}",
+    }
     data["metadata"] = {**local["metadata"], "token": None}
     outputs = StackOutputs.model_validate(data).with_token(token)
     credentials = RoleCredentialsEndpoint(outputs.orchestrator.job_role_arn)  # type: ignore[union-attr]

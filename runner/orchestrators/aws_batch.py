@@ -23,6 +23,7 @@ from runner.orchestrators import Orchestrator, Prepared
 from stacks.common.aws_naming import physical_name
 from stacks.common.constants import BATCH_DEFAULT_MEMORY_GIB, BATCH_DEFAULT_VCPU
 from stacks.common.progress import Progress
+from stacks.common.tags import STACK_ID_TAG
 from stacks.spec.aws import FARGATE_MEMORY_GIB
 
 if TYPE_CHECKING:
@@ -31,26 +32,15 @@ if TYPE_CHECKING:
     from runner.step_options import StepResources
     from stacks.outputs import AwsBatchOrchestratorOutputs, StackOutputs
 
-CONTAINER_NAME = "step"  # the awslogs stream is <prefix>/<container>/<ecs task id>
-LOG_PREFIX = "mlstack"
+LOG_PREFIX = "mlstack"  # awslogs streams are mlstack/default/<ecs task id>
 
 
-def aws_client(outputs: StackOutputs, service: str) -> Any:
-    """A boto3 client in the stack's region; credentials and endpoint overrides
-    (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_<SERVICE>``) come from the standard AWS chain."""
-    import boto3
+def stack_client(outputs: StackOutputs, service: str) -> Any:
+    """A boto3 client in the stack's region (credentials and endpoint overrides from the
+    standard AWS chain: runner/aws_clients.py)."""
+    from runner.aws_clients import aws_client
 
-    region = outputs.region or getattr(outputs.secrets, "region", None)
-    return boto3.session.Session(region_name=region).client(service)
-
-
-def aws_error(exc: Exception, action: str, hint: str | None = None) -> RunnerError:
-    """One line for a failed AWS call (the error code and message, never a traceback)."""
-    response = getattr(exc, "response", None) or {}
-    error = response.get("Error", {})
-    code = error.get("Code") or type(exc).__name__
-    message = (error.get("Message") or str(exc)).splitlines()[0] if str(exc) else code
-    return RunnerError(f"AWS Batch: {action} failed: {code}: {message}", hint)
+    return aws_client(service, outputs.region or getattr(outputs.secrets, "region", None))
 
 
 # -- Fargate sizes -------------------------------------------------------------------------
@@ -140,12 +130,12 @@ class JobDefinitions:
         return self._known[size]
 
     def _ensure(self, size: tuple[float, int]) -> str:
-        from botocore.exceptions import BotoCoreError, ClientError
+        from runner.aws_errors import aws_errors
 
         coords: Any = self.outputs.orchestrator
         properties = container_properties(coords, self.image, size, self.outputs.region)
         name = definition_name(self.outputs.stack_id, properties)
-        try:
+        with aws_errors("batch", f"registering job definition {name}"):
             found = self.batch.describe_job_definitions(jobDefinitionName=name, status="ACTIVE")
             same = [
                 d
@@ -160,23 +150,19 @@ class JobDefinitions:
                 platformCapabilities=["FARGATE"],
                 containerProperties=properties,
                 propagateTags=True,
-                tags=dict(self.outputs.tags),
+                tags={**self.outputs.tags, STACK_ID_TAG: self.outputs.stack_id},
             )
-        except (BotoCoreError, ClientError) as exc:
-            raise aws_error(exc, f"registering job definition {name}") from None
         return str(made["jobDefinitionArn"])
 
 
 def check_queue(batch: Any, outputs: StackOutputs) -> str:
     """The stack's job queue ARN; one clear line when it is missing or cannot take jobs."""
-    from botocore.exceptions import BotoCoreError, ClientError
+    from runner.aws_errors import aws_errors
 
     queue = outputs.orchestrator.job_queue  # type: ignore[union-attr]
     hint = f"run `mlstack up` for stack {outputs.stack!r} to (re)create it"
-    try:
+    with aws_errors("batch", f"looking up job queue {queue!r}", missing_hint=hint):
         found = batch.describe_job_queues(jobQueues=[queue]).get("jobQueues", [])
-    except (BotoCoreError, ClientError) as exc:
-        raise aws_error(exc, f"looking up job queue {queue}", hint) from None
     live = [q for q in found if q.get("status") not in ("DELETING", "DELETED")]
     if not live:
         raise RunnerError(
@@ -208,7 +194,7 @@ class AwsBatchOrchestrator(Orchestrator):
 
         for name, inv in compiled.invocations.items():
             fargate_size(name, inv.step.resources)  # definition errors before any work
-        batch = aws_client(self.outputs, "batch")
+        batch = stack_client(self.outputs, "batch")
         check_queue(batch, self.outputs)
         build = ensure_image(pipeline, self.outputs, progress=progress)
         verb = "built" if build.built else "reused"

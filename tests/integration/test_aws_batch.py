@@ -79,7 +79,34 @@ def stack(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             aws_batch_stack(local["outputs"], BASE) as batch,
         ):
             env.setenv("MLSTACK_BATCH_CREDENTIALS_URI", batch.credentials.url)
-            yield batch
+            try:
+                yield batch
+            finally:
+                stop_every_job(batch)
+
+
+def stop_every_job(stack: BatchStack) -> None:
+    """Terminate what a failed test left running and wait for its containers to go."""
+    import docker
+
+    batch = aws("batch")
+    queue = stack.outputs.orchestrator.job_queue  # type: ignore[union-attr]
+    ids = [
+        j["jobId"]
+        for status in ACTIVE
+        for j in batch.list_jobs(jobQueue=queue, jobStatus=status)["jobSummaryList"]
+    ]
+    for job_id in ids:
+        batch.terminate_job(jobId=job_id, reason="test teardown")
+    engine = docker.from_env()
+    deadline = time.monotonic() + 60
+    while any(engine.containers.list(filters={"name": job_id}) for job_id in ids):
+        if time.monotonic() > deadline:
+            for job_id in ids:
+                for container in engine.containers.list(filters={"name": job_id}):
+                    container.remove(force=True)
+            break
+        time.sleep(1)
 
 
 def aws(service: str) -> Any:
@@ -157,6 +184,12 @@ def test_diamond_runs_every_step_as_a_batch_job_with_artifacts_in_s3(stack: Batc
     # Jobs carry the stack's tags and a reused job definition.
     assert all(j["tags"]["mlstack:stack-id"] == stack.outputs.stack_id for j in jobs)
     assert len({j["jobDefinition"] for j in jobs}) == 1
+    (definition,) = aws("batch").describe_job_definitions(
+        jobDefinitions=[jobs[0]["jobDefinition"]]
+    )["jobDefinitions"]
+    image = definition["containerProperties"]["image"]
+    assert image.startswith(stack.outputs.container_registry.url + "/")  # type: ignore[union-attr]
+    assert stack.made["repository"] in image  # the program's ECR repository
 
 
 def test_failing_job_fails_the_run_with_its_cloudwatch_log_tail(stack: BatchStack) -> None:
@@ -206,6 +239,22 @@ def test_a_step_over_its_timeout_is_terminated(stack: BatchStack) -> None:
         time.sleep(1)
 
 
+def test_a_step_reads_a_secret_from_secrets_manager_with_its_job_role(stack: BatchStack) -> None:
+    from runner.secrets import secrets_backend
+
+    value = f"pw-{time.time_ns()}"
+    secrets_backend(stack.outputs).set("db", value)  # what `mlstack secret set` does
+    result = run_pipeline(stack, f"{TOY}:secretive")
+    assert result.status == "completed", result.steps["use_secret"].error
+    out = result.steps["use_secret"].outputs["output"]
+    from runner.artifact_stores import open_store
+
+    loaded = open_store(stack.outputs).load(out.uri, out.materializer, out.type_name)
+    assert loaded == {"length": len(value), "starts": value[:2]}
+    (job,) = run_jobs(stack, result.run_id)
+    assert value not in json.dumps(job, default=str) + job_log(job)
+
+
 def test_a_missing_queue_is_one_clear_line(stack: BatchStack) -> None:
     data = stack.outputs.revealed()
     data["orchestrator"]["job_queue"] = "no-such-queue"
@@ -232,7 +281,7 @@ def _driver(stack: BatchStack, tmp_path: Path) -> subprocess.Popen[bytes]:
     secret.write_text(json.dumps(stack.outputs.revealed()))
     secret.chmod(0o600)
     return subprocess.Popen(
-        [sys.executable, "-c", DRIVER, str(secret), f"{BATCH_TOY}:too_slow"],
+        [sys.executable, "-c", DRIVER, str(secret), f"{BATCH_TOY}:lingering"],
         env=dict(os.environ, TMPDIR=str(tmp_path)),  # a killed driver's scratch stays here
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -247,7 +296,7 @@ def _running_job(stack: BatchStack, driver: subprocess.Popen[bytes]) -> dict[str
     while True:
         assert driver.poll() is None, driver.stderr.read() if driver.stderr else ""
         running = batch.list_jobs(jobQueue=queue, jobStatus="RUNNING")["jobSummaryList"]
-        found = [j for j in running if j["jobName"].endswith("-overrun")]
+        found = [j for j in running if j["jobName"].endswith("-linger")]
         if found:
             return batch.describe_jobs(jobs=[found[0]["jobId"]])["jobs"][0]
         assert time.monotonic() < deadline, "the job never started"

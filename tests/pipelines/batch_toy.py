@@ -39,3 +39,15 @@ def overrun(seconds: float = 120.0) -> float:
 @pipeline
 def too_slow(seconds: float = 120.0) -> None:
     overrun(seconds)
+
+
+@step(cache=False)
+def linger(seconds: float = 300.0) -> float:
+    print("lingering", flush=True)
+    time.sleep(seconds)
+    return seconds
+
+
+@pipeline
+def lingering(seconds: float = 300.0) -> None:
+    linger(seconds)

@@ -180,7 +180,8 @@ def test_log_tail_reads_the_configured_group_then_batchs_default(aws_env: str) -
     )
     job = {"attempts": [{"container": {"logStreamName": other}}]}
     assert job_log_tail(logs, job, group) == "Traceback: boom"
-    assert "no stream" in job_log_tail(logs, {"container": {"logStreamName": "x/y/z"}}, group)
+    missing = {"container": {"logStreamName": "x/y/z"}}
+    assert "no stream" in job_log_tail(logs, missing, group, tries=2, pause=0.1)
     assert "never started" in job_log_tail(logs, {"container": {}}, group)
 
 
