@@ -110,6 +110,8 @@ def runtime_pins(outputs: StackOutputs | None = None) -> list[str]:
     names = list(RUNTIME_PACKAGES)
     if outputs is not None and outputs.artifact_store.kind in ("s3", "minio"):
         names.append("s3fs")
+    if outputs is not None and outputs.deployer.kind == "sagemaker":
+        names.append("boto3")  # a deploy step talks to SageMaker and S3 from the container
     pins = []
     for name in names:
         try:

@@ -416,3 +416,35 @@ def test_cli_deployments_shows_the_endpoint_and_undeploy_removes_all_three(
     assert run_cli("deployments", "--stack", outputs.stack).stdout.strip() == (
         f"no deployments on stack {outputs.stack}"
     )
+
+
+def test_a_new_endpoint_gets_a_delete_schedule_at_the_stack_expiry(outputs: StackOutputs) -> None:
+    from stacks.common.aws_expiry_targets import endpoint_schedule_name
+    from stacks.common.aws_naming import expiry_group, expiry_role_name
+    from stacks.common.tags import EXPIRES_TAG
+
+    expiring = outputs.model_copy(
+        update={"tags": {**outputs.tags, EXPIRES_TAG: "2030-01-02T03:04:05Z"}}
+    )
+    trust = {"Effect": "Allow", "Principal": {"Service": "scheduler.amazonaws.com"},
+             "Action": "sts:AssumeRole"}  # fmt: skip
+    boto3.client("iam", region_name=REGION).create_role(
+        RoleName=expiry_role_name(outputs.stack_id),
+        AssumeRolePolicyDocument=json.dumps(_doc(trust)),
+    )  # what `up` creates for a stack with a ttl
+    deployer = deployer_for(expiring)
+    dep = deployer.deploy(model_name=MODEL, version="1", name="ridge", run_id=None, image=IMAGE)
+    endpoint = physical_name(outputs.stack_id, "ridge")
+    scheduler = boto3.client("scheduler", region_name=REGION)
+    where = {
+        "Name": endpoint_schedule_name(outputs.stack_id, endpoint),
+        "GroupName": expiry_group(outputs.stack_id),
+    }
+    schedule = scheduler.get_schedule(**where)
+    assert schedule["ScheduleExpression"] == "at(2030-01-02T03:04:05)"
+    assert json.loads(schedule["Target"]["Input"]) == {"EndpointName": endpoint}
+    with _client(outputs) as client:
+        assert client.get_deployment(dep.id).details["expiry_schedule"] == schedule["Arn"]
+        deployer.undeploy(client, client.get_deployment(dep.id))
+    with pytest.raises(ClientError, match="ResourceNotFound"):
+        scheduler.get_schedule(**where)
