@@ -43,12 +43,14 @@ if TYPE_CHECKING:
 VARIANT = "main"
 DENIED = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation")
 _PRINCIPAL = re.compile(r"arn:aws[\w-]*:(?:iam|sts)::\d*:[\w+=,.@/-]+")
+_DENIED_ACTION = re.compile(r"not authorized to perform: ([\w-]+:[\w*-]+)")
 
 
 class SageMakerDeployer(Deployer):
     """Endpoints on SageMaker real-time hosting, one per deployment name."""
 
     wait_timeout = 1800.0  # a real endpoint takes 5-10 minutes to come InService
+    runtime_packages = ("boto3",)  # a deploy step talks to SageMaker and S3 from its container
 
     def __init__(self, outputs: StackOutputs) -> None:
         super().__init__(outputs)
@@ -395,9 +397,12 @@ class SageMakerDeployer(Deployer):
         if code in DENIED or "not authorized to perform" in message:
             found = _PRINCIPAL.search(message)
             who = found.group(0) if found else "the role in use (the standard AWS chain)"
+            named = _DENIED_ACTION.search(message)
+            denied = named.group(1) if named else action
+            what = denied if denied == action else f"{denied} (for {action})"
             return DeployError(
-                f"AWS denied {action} to {who}",
-                f"allow {action} for that role (on an aws stack: the job role)",
+                f"AWS denied {what} to {who}",
+                f"allow {denied} for that role (on an aws stack: the job role)",
             )
         if action == "sagemaker:CreateModel" and "role" in message.lower():
             return DeployError(

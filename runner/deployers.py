@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 class Deployer:
     """No deployer: deploying is an error that says how to get one."""
 
+    runtime_packages: tuple[str, ...] = ()  # what a step's image needs to deploy through it
+
     def __init__(self, outputs: StackOutputs) -> None:
         self.outputs = outputs
 

@@ -110,10 +110,13 @@ def runtime_pins(outputs: StackOutputs | None = None) -> list[str]:
     names = list(RUNTIME_PACKAGES)
     if outputs is not None and outputs.artifact_store.kind in ("s3", "minio"):
         names.append("s3fs")
-    if outputs is not None:
+    if outputs is not None:  # what the step image needs to reach the stack's backends
+        from runner.deployers import DEPLOYERS
         from runner.secrets import SECRETS_BACKENDS
 
         names += SECRETS_BACKENDS.get(outputs.secrets.kind).runtime_packages
+        names += DEPLOYERS.get(outputs.deployer.kind).runtime_packages
+    names = list(dict.fromkeys(names))
     pins = []
     for name in names:
         try:

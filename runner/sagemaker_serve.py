@@ -19,11 +19,13 @@ PORT = 8080
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] != ["serve"]:
-        print(f"usage: serve (SageMaker's convention); got {' '.join(args) or 'nothing'}")
+        print(f"usage: serve (SageMaker's convention); got {' '.join(args) or 'nothing'}",
+              file=sys.stderr)  # fmt: skip
         return 2
     model = os.environ.get("MLSTACK_MODEL_PATH", MODEL_PATH)
     if not os.path.isfile(os.path.join(model, "MLmodel")):
-        print(f"no MLflow model under {model}: SageMaker extracts model.tar.gz there")
+        print(f"no MLflow model under {model}: SageMaker extracts model.tar.gz there",
+              file=sys.stderr)  # fmt: skip
         return 2
     from mlflow.pyfunc import scoring_server
 

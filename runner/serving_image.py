@@ -3,12 +3,12 @@
 SageMaker runs a model's container as ``IMAGE serve`` with the model data extracted under
 ``/opt/ml/model`` and talks to it on port 8080 (GET /ping, POST /invocations). The serving
 image is built FROM the pipeline's image, so the model's own dependencies (the pipeline's
-requirements) are already there; it adds ``mlflow-skinny`` and ``pandas`` (pinned to this
-host's versions) where the pipeline image lacks them, and ``runner.sagemaker_serve`` as the
-entrypoint. Its tag is derived from the pipeline image's content-hash tag
-(``<tag>-sagemaker<format>``): same pipeline image, same serving image, reused from the
-registry without a build. Only the wheels the pipeline image does not hold yet enter the
-build context; like the pipeline image, it is built with no network.
+requirements) are already there; it adds ``mlflow-skinny``, ``pandas`` and ``skops`` (pinned
+to this host's versions) where the pipeline's requirements do not name them, and
+``runner.sagemaker_serve`` as the entrypoint. Its tag is derived from the pipeline image's
+content-hash tag (``<tag>-sagemaker<format>``): same pipeline image, same serving image,
+reused from the registry without a build. Only the wheels the pipeline image does not hold
+yet enter the build context; like the pipeline image, it is built with no network.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from runner.packaging import RUNTIME_DIR, follow_build
 from runner.requirements import resolve_wheels
 
 SERVE_FORMAT = "1"  # bump when the Dockerfile below changes: every serving tag changes with it
-SERVE_PACKAGES = ("mlflow-skinny", "pandas")
+# MLflow 3 saves scikit-learn models with skops; full mlflow brings both, skinny neither.
+SERVE_PACKAGES = ("mlflow-skinny", "pandas", "skops")
 PORT = 8080
 
 
@@ -59,7 +60,7 @@ def serve_pins(installed: list[str]) -> list[str]:
     named = {_name(line) for line in installed}
     pins = []
     for package in SERVE_PACKAGES:
-        if _name(package) in named or (package == "mlflow-skinny" and "mlflow" in named):
+        if _name(package) in named or "mlflow" in named:  # full mlflow needs all three
             continue
         try:
             pins.append(f"{package}=={version(package)}")

@@ -365,3 +365,86 @@ def test_deploy_without_the_pipeline_image_is_one_clear_error(outputs: StackOutp
         deployer_for(outputs).deploy(model_name=MODEL, version="1", name="x", run_id=None)
     with _client(outputs) as client:  # refused before anything was reserved or created
         assert client.list_deployments(stack=outputs.stack) == []
+
+
+def test_cli_deployments_shows_the_endpoint_and_undeploy_removes_all_three(
+    outputs: StackOutputs, aws_env: str, home: Path, tmp_path: Path
+) -> None:
+    """``mlstack deployments --stack`` and ``mlstack undeploy NAME`` on a recorded aws stack
+    (its secrets in a local store here: the Secrets Manager backend is tested on its own)."""
+    from provisioner.state import StackRecord, StateRegistry
+    from stacks.common.fernet import FernetStore
+    from stacks.outputs import LocalSecretsOutputs
+    from tests.conftest import run_cli
+
+    store = FernetStore.create(tmp_path / "secrets.enc", tmp_path / "secrets.key")
+    token = outputs.metadata.token
+    assert token is not None
+    store.set(outputs.metadata.token_secret, token.get_secret_value())
+    secrets = LocalSecretsOutputs(path=str(store.path), key_file=str(tmp_path / "secrets.key"))
+    public = outputs.model_copy(update={"secrets": secrets}).public()
+    spec = {"name": outputs.stack, "provider": "aws", "region": REGION}
+    StateRegistry(home).save(
+        StackRecord(
+            name=outputs.stack,
+            stack_id=outputs.stack_id,
+            provider="aws",
+            status="up",
+            spec=spec,
+            spec_hash="x",
+            outputs=public,
+        )
+    )
+    dep = deployer_for(outputs).deploy(
+        model_name=MODEL, version="1", name="ridge", run_id=None, image=IMAGE
+    )
+    endpoint = physical_name(outputs.stack_id, "ridge")
+    shown = run_cli("deployments", "--stack", outputs.stack, check=True).stdout
+    assert f"{dep.id[:12]}  ridge  {MODEL} v1  running (InService)" in shown
+    assert f"{aws_env}/endpoints/{endpoint}/invocations" in shown
+    assert token.get_secret_value() not in shown
+    gone = run_cli("undeploy", "ridge", "--stack", outputs.stack, check=True)
+    assert gone.stdout.strip() == f"deployment ridge ({dep.id[:12]}) stopped"
+    sm = _sm()
+    assert _gone(lambda: sm.describe_endpoint(EndpointName=endpoint))
+    with _client(outputs) as client:
+        names = {r["kind"]: r["name"] for r in client.get_deployment(dep.id).details["resources"]}
+    assert _gone(
+        lambda: sm.describe_endpoint_config(EndpointConfigName=names["sagemaker:endpoint-config"])
+    )
+    assert _gone(lambda: sm.describe_model(ModelName=names["sagemaker:model"]))
+    assert run_cli("deployments", "--stack", outputs.stack).stdout.strip() == (
+        f"no deployments on stack {outputs.stack}"
+    )
+
+
+def test_a_new_endpoint_gets_a_delete_schedule_at_the_stack_expiry(outputs: StackOutputs) -> None:
+    from stacks.common.aws_expiry_targets import endpoint_schedule_name
+    from stacks.common.aws_naming import expiry_group, expiry_role_name
+    from stacks.common.tags import EXPIRES_TAG
+
+    expiring = outputs.model_copy(
+        update={"tags": {**outputs.tags, EXPIRES_TAG: "2030-01-02T03:04:05Z"}}
+    )
+    trust = {"Effect": "Allow", "Principal": {"Service": "scheduler.amazonaws.com"},
+             "Action": "sts:AssumeRole"}  # fmt: skip
+    boto3.client("iam", region_name=REGION).create_role(
+        RoleName=expiry_role_name(outputs.stack_id),
+        AssumeRolePolicyDocument=json.dumps(_doc(trust)),
+    )  # what `up` creates for a stack with a ttl
+    deployer = deployer_for(expiring)
+    dep = deployer.deploy(model_name=MODEL, version="1", name="ridge", run_id=None, image=IMAGE)
+    endpoint = physical_name(outputs.stack_id, "ridge")
+    scheduler = boto3.client("scheduler", region_name=REGION)
+    where = {
+        "Name": endpoint_schedule_name(outputs.stack_id, endpoint),
+        "GroupName": expiry_group(outputs.stack_id),
+    }
+    schedule = scheduler.get_schedule(**where)
+    assert schedule["ScheduleExpression"] == "at(2030-01-02T03:04:05)"
+    assert json.loads(schedule["Target"]["Input"]) == {"EndpointName": endpoint}
+    with _client(outputs) as client:
+        assert client.get_deployment(dep.id).details["expiry_schedule"] == schedule["Arn"]
+        deployer.undeploy(client, client.get_deployment(dep.id))
+    with pytest.raises(ClientError, match="ResourceNotFound"):
+        scheduler.get_schedule(**where)
