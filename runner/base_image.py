@@ -141,7 +141,7 @@ def registry_has_tag(
 ) -> bool:
     """Whether the registry holds ``repository:tag`` (Registry HTTP API v2, a HEAD request).
 
-    With ``auth``, its header goes along; a 401 renews the credentials and asks once more.
+    With ``auth``, its header goes along; a refusal (401, 403) renews them and asks once more.
     """
     try:
         return _has_tag(url, repository, tag, timeout, auth)
@@ -175,7 +175,7 @@ def _has_tag(
     except urllib.error.HTTPError as err:
         if err.code == 404:
             return False
-        if err.code == 401 and authorization:
+        if err.code in (401, 403) and authorization:  # ECR: 403 for an expired token
             raise RegistryAuthRefused(
                 f"container registry at {url} refused mlstack's credentials",
                 "check that the stack's identity may push to it (for ECR:"

@@ -171,3 +171,17 @@ def test_endpoint_override_per_service(
         secrets_backend(stack).names()
     assert "127.0.0.1:9" in str(unreachable.value)
     assert "AWS_ENDPOINT_URL" in str(unreachable.value)
+
+
+def test_the_sweep_at_down_removes_user_secrets_by_their_tag(stack: StackOutputs) -> None:
+    """`down` sweeps what still carries the stack-id tag after destroy: set secrets too."""
+    from provisioner.sweep import sweep_aws
+
+    backend = secrets_backend(stack)
+    backend.set("db-password", "v1")
+    swept = sweep_aws(stack.stack_id, REGION, delete=True, timeout=60)
+    found = [r for r in swept.found if r.kind == "secretsmanager:secret"]
+    assert [r.name.startswith(f"mlstack/{stack.stack_id}/db-password") for r in found] == [True]
+    assert found[0].deleted and backend.names() == []
+    backend.set("db-password", "v2")  # an `up` again may reuse the name at once
+    assert backend.get("db-password") == "v2"
