@@ -157,9 +157,12 @@ def _has_tag(
     import urllib.error
     import urllib.request
 
-    host = url.split("/", 1)[0]
+    scheme, _, rest = url.rpartition("://")
+    host, _, prefix = rest.partition("/")  # an ECR repository URL: host/repository
     local = host.split(":")[0] in ("127.0.0.1", "localhost", "::1", "[::1]")
-    base = url if "://" in url else ("http://" if local else "https://") + url
+    base = f"{scheme or ('http' if local else 'https')}://{host}"
+    if prefix.strip("/"):
+        repository = f"{prefix.strip('/')}/{repository}"
     headers = {"Accept": _MANIFESTS}
     authorization = auth.header() if auth is not None else None
     if authorization:

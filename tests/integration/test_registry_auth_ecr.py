@@ -287,7 +287,9 @@ def test_ensure_image_pushes_to_ecr_with_the_token_and_reuses_it(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     data = aws_outputs_data(f"ecr-{SESSION}", region=REGION)
-    data["container_registry"] = {"kind": "ecr", "url": ecr_registry}
+    # As ECR's outputs: the stack's repository URL, a path below the registry host.
+    url = f"{ecr_registry}/mlstack-{SESSION}"
+    data["container_registry"] = {"kind": "ecr", "url": url}
     data["orchestrator"] = {"kind": "docker", "base_image": base_image}
     data["artifact_store"] = {"kind": "local", "uri": "file:///tmp/unused"}
     outputs = StackOutputs.model_validate(data)
@@ -301,7 +303,7 @@ def test_ensure_image_pushes_to_ecr_with_the_token_and_reuses_it(
 
     first = ensure_image(pipeline, outputs, progress=Progress())  # type: ignore[arg-type]
     try:
-        assert first.image.startswith(f"{ecr_registry}/mlstack/")
+        assert first.image.startswith(f"{url}/mlstack/")
         second = ensure_image(pipeline, outputs)
         assert not second.built and second.tag == first.tag
         assert fetches() == 1
