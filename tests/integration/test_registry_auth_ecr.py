@@ -64,18 +64,27 @@ def _moto_token(moto_server: str, key: str = "testing") -> tuple[str, str]:
     return user, password
 
 
+def _bcrypt(password: str) -> str:
+    """bcrypt, the only scheme the registry's htpasswd reads (libxcrypt through ``crypt``)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import crypt  # removed in Python 3.13: then the bcrypt package
+        return str(crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH)))
+    except ImportError:
+        bcrypt = pytest.importorskip("bcrypt")
+        return str(bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode())
+
+
 @pytest.fixture(scope="module")
 def ecr_registry(tmp_path_factory: pytest.TempPathFactory, moto_server: str) -> Iterator[str]:
     """docker-registry behind htpasswd auth that accepts moto's ECR token; its host:port."""
     binary = shutil.which("docker-registry")
     if binary is None:
         pytest.skip("docker-registry is not installed (apt-get install docker-registry)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import crypt  # libxcrypt does bcrypt, the only scheme the registry reads
     user, password = _moto_token(moto_server)
     folder = tmp_path_factory.mktemp("ecr-registry")
-    hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))
+    hashed = _bcrypt(password)
     (folder / "htpasswd").write_text(f"{user}:{hashed}\n")
     port = _free_port()
     (folder / "config.yml").write_text(
