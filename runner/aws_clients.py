@@ -13,19 +13,30 @@ import os
 import threading
 from typing import Any
 
-_CLIENTS: dict[tuple[str, ...], Any] = {}
+_CLIENTS: dict[tuple[str, str, str], Any] = {}
 _LOCK = threading.Lock()
 # Variables that change which endpoint or identity a client uses: a change means a new client.
-_SHAPING = ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE")
+_SHAPING = (
+    "AWS_PROFILE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SESSION_TOKEN",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+)
 
 
-def _key(service: str, region: str | None) -> tuple[str, ...]:
+def _key(service: str, region: str | None) -> tuple[str, str, str]:
+    import hashlib
+
     env = sorted(
         f"{k}={v}"
         for k, v in os.environ.items()
         if k.startswith("AWS_ENDPOINT_URL") or k in _SHAPING
     )
-    return (service, region or "", *env)
+    # A digest, so no credential is kept around as a dictionary key.
+    return (service, region or "", hashlib.sha256("\n".join(env).encode()).hexdigest())
 
 
 def aws_client(service: str, region: str | None = None) -> Any:

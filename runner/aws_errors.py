@@ -38,8 +38,10 @@ MISSING = {
     "NoSuchKey",
     "RepositoryNotFoundException",
     "ImageNotFoundException",
-    "ValidationException.NotFound",
 }
+# Services that answer a missing resource with a generic code (Batch: ClientException,
+# SageMaker: ValidationException) say so in the message.
+_MISSING_WORDS = re.compile(r"does not exist|could not find|not found", re.IGNORECASE)
 CREDENTIALS_HINT = (
     "give mlstack AWS credentials the usual way: AWS_PROFILE (then `aws sso login` if it uses"
     " SSO), AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or the task role inside AWS"
@@ -131,7 +133,13 @@ def translate(
                 f"AWS rejected the credentials for {action} while {what} ({code})",
                 f"refresh them: {CREDENTIALS_HINT}",
             )
-        if code in MISSING or code.endswith("NotFoundException") or code.startswith("NoSuch"):
+        generic = code in ("ClientException", "ValidationException")
+        if (
+            code in MISSING
+            or code.endswith("NotFoundException")
+            or code.startswith("NoSuch")
+            or (generic and _MISSING_WORDS.search(_message(err)))
+        ):
             return AwsNotFound(
                 f"{what}: not found in AWS ({action}: {_message(err)})",
                 missing_hint or "is the stack up? `mlstack status` shows it, `mlstack up` fixes it",

@@ -214,3 +214,14 @@ def test_other_errors_are_still_one_line(aws_env: str) -> None:
     with pytest.raises(AwsError) as failed, aws_errors("secretsmanager", "storing secret 'x'"):
         aws_client("secretsmanager", REGION).create_secret(Name="", SecretString="v")
     assert "\n" not in str(failed.value) and "storing secret 'x'" in str(failed.value)
+
+
+def test_a_missing_queue_is_not_found_though_batch_says_client_exception(aws_env: str) -> None:
+    clear_clients()
+    what = "submitting step train to job queue mlstack-gone"
+    with pytest.raises(AwsNotFound) as missing, aws_errors("batch", what):
+        aws_client("batch", REGION).submit_job(
+            jobName="train", jobQueue="mlstack-gone", jobDefinition="mlstack-gone:1"
+        )
+    assert missing.value.headline.startswith(f"{what}: not found in AWS (batch:SubmitJob")
+    assert "\n" not in str(missing.value)
