@@ -341,7 +341,13 @@ def test_a_killed_drivers_jobs_are_terminated_by_the_next_run(
         result = run_pipeline(stack, f"{TOY}:one_step")
         assert result.status == "completed"
         stopped = _wait_status(job["jobId"], "FAILED")
-        assert "driver died" in stopped.get("statusReason", "")
+        assert "driver process died" in stopped.get("statusReason", "")
+        from runner.metadata.client import MetadataClient
+
+        token = stack.outputs.metadata.token.get_secret_value()  # type: ignore[union-attr]
+        with MetadataClient(stack.outputs.metadata.url, token) as client:
+            killed = client.get_run(job["tags"]["mlstack:run"])
+        assert killed.status.value == "failed" and "driver process died" in (killed.error or "")
     finally:
         if driver.poll() is None:
             driver.kill()
