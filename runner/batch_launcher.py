@@ -11,8 +11,9 @@ task-role endpoint where no ECS agent serves one (an emulator running jobs on a 
 One thread polls ``DescribeJobs`` with backoff and reports every status change; a job that
 ends is reported to the driver with its exit code, its log tail from CloudWatch Logs
 appended to the step's log file and its result read back from the metadata server. Jobs are
-tagged with the stack's tags, the run and the step: the next run terminates the jobs of runs
-whose driver is gone, and Ctrl-C (``close(kill=True)``) terminates this run's jobs.
+tagged with the stack's tags, the run, the step and the driver (host:pid): the next run
+terminates the jobs of runs that ended or whose driver died on its host (and records such a
+run failed), and Ctrl-C (``close(kill=True)``) terminates this run's jobs.
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ STATUSES = {
 }
 POLL_MIN_SECONDS, POLL_MAX_SECONDS = 1.0, 5.0  # one DescribeJobs call for all jobs
 MIN_ATTEMPT_SECONDS = 60  # Batch's smallest attemptDurationSeconds; shorter ones: see _deadlines
-RUN_TAG, STEP_TAG = "mlstack:run", "mlstack:step"
+RUN_TAG, STEP_TAG, DRIVER_TAG = "mlstack:run", "mlstack:step", "mlstack:driver"
+FINAL_RUN = ("completed", "failed", "cancelled")
+DRIVER_DIED = "its driver process died (found by the next run on its host)"
 JOB_PREFIX = "mlstack-"
 CREDENTIALS_URI_ENV = "MLSTACK_BATCH_CREDENTIALS_URI"
 STEP_LOG = "/tmp/mlstack-step.log"
@@ -79,6 +82,28 @@ class _Job:
 def job_name(run_id: str, step: str) -> str:
     """``mlstack-<run>-<step>`` in the characters and length Batch allows."""
     return re.sub(r"[^A-Za-z0-9_-]", "-", f"{JOB_PREFIX}{run_id[:8]}-{step}")[:128]
+
+
+def driver_tag() -> str:
+    """``<host>:<pid>`` of this driver, in the characters a Batch tag value allows."""
+    import socket
+
+    return re.sub(r"[^A-Za-z0-9_.:/=+@ -]", "-", f"{socket.gethostname()}:{os.getpid()}")[:256]
+
+
+def driver_gone(tag: str) -> bool:
+    """Whether the driver a job's tag names ran on this host and its process is gone. A
+    driver on another host cannot be checked from here: its jobs are left alone."""
+    host, _, pid = tag.rpartition(":")
+    if not pid.isdigit() or host != driver_tag().rpartition(":")[0]:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError, ValueError):
+        return False
+    return False
 
 
 def job_environment(outputs: StackOutputs) -> dict[str, str]:
@@ -152,6 +177,7 @@ class BatchLauncher:
                 STACK_ID_TAG: self.outputs.stack_id,  # what orphan search and drain go by
                 RUN_TAG: self.run_label,
                 STEP_TAG: step_id,
+                DRIVER_TAG: driver_tag(),
             },
             "propagateTags": True,
         }
@@ -205,12 +231,11 @@ class BatchLauncher:
     # -- jobs of runs whose driver died ------------------------------------------------------
 
     def terminate_orphans(self) -> int:
-        """Terminate this stack's active jobs whose run is no longer running; how many."""
+        """Terminate this stack's active jobs whose run has ended, or whose driver ran on this
+        host and died (its run is then recorded failed); how many."""
         from runner.aws_errors import aws_errors
 
         client = self._metadata()
-        with contextlib.suppress(RunnerError):
-            client.reap_runs(self.outputs.stack)  # a run whose driver died is failed
         with aws_errors("batch", f"listing the jobs of job queue {self.coords.job_queue!r}"):
             ids = [
                 summary["jobId"]
@@ -229,12 +254,17 @@ class BatchLauncher:
             if tags.get(STACK_ID_TAG) != self.outputs.stack_id or not run_id:
                 continue
             try:
-                status = client.get_run(run_id).status.value
+                status: str | None = client.get_run(run_id).status.value
             except RunnerError:
-                status = "unknown"
-            if status not in ("pending", "running"):
-                self._terminate(job["jobId"], f"mlstack: run {run_id} is {status}: its driver died")
+                status = None  # unknown (or unreachable): only a dead driver decides
+            dead = driver_gone(str(tags.get(DRIVER_TAG, "")))
+            if status in FINAL_RUN or dead:
+                reason = f"run {run_id}: {DRIVER_DIED}" if dead else f"run {run_id} is {status}"
+                self._terminate(job["jobId"], f"mlstack: {reason}")
                 stopped += 1
+            if dead and status in ("pending", "running"):
+                with contextlib.suppress(RunnerError):
+                    client.update_run(run_id, status="failed", error=DRIVER_DIED)
         return stopped
 
     # -- polling -------------------------------------------------------------------------

@@ -239,6 +239,19 @@ def test_a_step_over_its_timeout_is_terminated(stack: BatchStack) -> None:
         time.sleep(1)
 
 
+def test_batch_itself_stops_an_attempt_over_a_timeout_of_a_minute_or_more(
+    stack: BatchStack,
+) -> None:
+    result = run_pipeline(stack, f"{BATCH_TOY}:too_slow_for_batch", seconds=300)
+    assert result.status == "failed"
+    assert result.steps["overrun_long"].error == "timed out after 1m"
+    (job,) = run_jobs(stack, result.run_id)
+    assert job["status"] == "FAILED"
+    assert job["timeout"] == {"attemptDurationSeconds": 60}
+    assert "mlstack" not in job.get("statusReason", "")  # Batch stopped it, not the launcher
+    assert 60 <= (job["stoppedAt"] - job["startedAt"]) / 1000 < 120
+
+
 def test_a_step_reads_a_secret_from_secrets_manager_with_its_job_role(stack: BatchStack) -> None:
     from runner.secrets import secrets_backend
 
@@ -341,7 +354,13 @@ def test_a_killed_drivers_jobs_are_terminated_by_the_next_run(
         result = run_pipeline(stack, f"{TOY}:one_step")
         assert result.status == "completed"
         stopped = _wait_status(job["jobId"], "FAILED")
-        assert "driver died" in stopped.get("statusReason", "")
+        assert "driver process died" in stopped.get("statusReason", "")
+        from runner.metadata.client import MetadataClient
+
+        token = stack.outputs.metadata.token.get_secret_value()  # type: ignore[union-attr]
+        with MetadataClient(stack.outputs.metadata.url, token) as client:
+            killed = client.get_run(job["tags"]["mlstack:run"])
+        assert killed.status.value == "failed" and "driver process died" in (killed.error or "")
     finally:
         if driver.poll() is None:
             driver.kill()

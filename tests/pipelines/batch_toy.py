@@ -51,3 +51,15 @@ def linger(seconds: float = 300.0) -> float:
 @pipeline
 def lingering(seconds: float = 300.0) -> None:
     linger(seconds)
+
+
+@step(timeout="60s", cache=False)
+def overrun_long(seconds: float = 300.0) -> float:
+    print("sleeping past a timeout Batch enforces itself", flush=True)
+    time.sleep(seconds)
+    return seconds
+
+
+@pipeline
+def too_slow_for_batch(seconds: float = 300.0) -> None:
+    overrun_long(seconds)

@@ -12,7 +12,15 @@ from typing import Any
 import boto3
 import pytest
 
-from runner.batch_launcher import _Job, _went_over, job_environment, job_name, step_command
+from runner.batch_launcher import (
+    _Job,
+    _went_over,
+    driver_gone,
+    driver_tag,
+    job_environment,
+    job_name,
+    step_command,
+)
 from runner.cloudwatch_logs import BATCH_DEFAULT_GROUP, job_log_tail
 from runner.errors import PipelineDefinitionError, RunnerError
 from runner.orchestrators import ORCHESTRATORS, orchestrator_for
@@ -196,3 +204,18 @@ def test_a_failed_attempt_counts_as_timed_out_when_batch_stopped_it_for_its_dura
     assert not _went_over(ran, _Job("s", "train", "j", Path("l"), Path("r"), timeout=None))
     # Under Batch's 60 s minimum the launcher terminates the job itself and says so.
     assert not _went_over(ran, _Job("s", "train", "j", Path("l"), Path("r"), timeout=5))
+
+
+def test_a_driver_is_gone_only_when_it_ran_here_and_its_process_is_not() -> None:
+    import os
+    import subprocess
+    import sys
+
+    host = driver_tag().rpartition(":")[0]
+    assert driver_tag() == f"{host}:{os.getpid()}"
+    assert not driver_gone(driver_tag())  # this process
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert driver_gone(f"{host}:{child.pid}")
+    assert not driver_gone(f"another-host:{child.pid}")  # cannot be checked from here
+    assert not driver_gone("") and not driver_gone(f"{host}:x")
