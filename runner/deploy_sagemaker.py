@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from runner.deploy import LIVE, DeployConflict, DeployError, Deployment
 from runner.deployers import Deployer
 from runner.endpoints import check_name
-from runner.errors import MetadataError
+from runner.errors import MetadataError, RunnerError
 from stacks.common.aws_naming import physical_name
 from stacks.common.tags import EXPIRES_TAG, STACK_ID_TAG, STACK_TAG
 from stacks.outputs import S3ArtifactStoreOutputs, SageMakerDeployerOutputs, StackOutputs
@@ -66,9 +66,10 @@ class SageMakerDeployer(Deployer):
         """Build (or reuse) and push the serving image of the run's pipeline image, on the
         host that built the pipeline image (steps on Batch have no Docker Engine)."""
         if image:
+            from runner.registry_auth import registry_auth
             from runner.serving_image import ensure_serving_image
 
-            ensure_serving_image(image, progress=progress)
+            ensure_serving_image(image, progress=progress, auth=registry_auth(self.outputs))
 
     def deploy(
         self,
@@ -383,15 +384,18 @@ class SageMakerDeployer(Deployer):
 
         try:
             yield
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             raise self._translate(exc, action) from None
-        except BotoCoreError as exc:
-            raise DeployError(
-                f"{action} could not reach AWS: {exc}",
-                "check AWS credentials (the standard chain) and AWS_ENDPOINT_URL",
-            ) from None
 
-    def _translate(self, exc: Any, action: str) -> DeployError:
+    def _translate(self, exc: Any, action: str) -> RunnerError:
+        from botocore.exceptions import ClientError
+
+        from runner.aws_errors import BAD_CREDENTIALS, translate
+
+        what = f"deploying to SageMaker for stack {self.outputs.stack!r}"
+        if not isinstance(exc, ClientError) or exc.response["Error"].get("Code") in BAD_CREDENTIALS:
+            # No credentials, expired ones, no region, an endpoint that does not answer.
+            return translate(exc, action.split(":")[0], what) or DeployError(f"{action}: {exc}")
         error = exc.response.get("Error", {})
         code, message = str(error.get("Code", "")), str(error.get("Message", ""))
         if code in DENIED or "not authorized to perform" in message:

@@ -26,10 +26,11 @@ from runner.base_image import (
     Progress,
     docker_client,
     docker_errors,
-    follow_push,
+    push_image,
     registry_has_tag,
 )
 from runner.packaging import RUNTIME_DIR, follow_build
+from runner.registry_auth import RegistryAuth, registry_auth_for_ref
 from runner.requirements import resolve_wheels
 
 SERVE_FORMAT = "1"  # bump when the Dockerfile below changes: every serving tag changes with it
@@ -102,31 +103,35 @@ def ensure_serving_image(
     *,
     progress: Progress | None = None,
     ca_bundle: str | None = None,
-    push: bool = True,
+    auth: RegistryAuth | None = None,
 ) -> str:
     """The serving image of ``pipeline_image``: reused from the registry, else built and pushed.
 
     Building needs this host's Docker Engine and the pipeline image (pulled when missing).
+    ``auth`` is the registry's (an ECR token), else derived from the reference.
     """
     progress = progress or NullProgress()
     ref = serving_ref(pipeline_image)
     registry, repository, tag = split_ref(ref)
-    if push and registry_has_tag(registry, repository, tag):
+    auth = auth or registry_auth_for_ref(ref)
+    if registry_has_tag(registry, repository, tag, auth=auth):
         progress.update("serving image", "unchanged", f"reused {repository}:{tag}")
         return ref
     docker = docker_client()
-    built = _build_if_missing(docker, pipeline_image, ref, ca_bundle, progress)
-    if push:
-        progress.update("serving image", "pushing", f"{repository}:{tag} to {registry}")
-        with docker_errors():
-            stream = docker.api.push(f"{registry}/{repository}", tag=tag, stream=True, decode=True)
-            follow_push(stream, registry, ref)
+    built = _build_if_missing(docker, pipeline_image, ref, ca_bundle, progress, auth)
+    progress.update("serving image", "pushing", f"{repository}:{tag} to {registry}")
+    push_image(docker, f"{registry}/{repository}", tag, auth)
     progress.update("serving image", "ready", f"{'built' if built else 'reused'} {ref}")
     return ref
 
 
 def _build_if_missing(
-    docker: Any, pipeline_image: str, ref: str, ca_bundle: str | None, progress: Progress
+    docker: Any,
+    pipeline_image: str,
+    ref: str,
+    ca_bundle: str | None,
+    progress: Progress,
+    auth: RegistryAuth,
 ) -> bool:
     from docker.errors import ImageNotFound
 
@@ -140,7 +145,7 @@ def _build_if_missing(
             docker.images.get(pipeline_image)
         except ImageNotFound:
             progress.update("serving image", "starting", f"pulling {pipeline_image}")
-            docker.images.pull(pipeline_image)
+            docker.images.pull(pipeline_image, auth_config=auth.auth_config())
     installed = _installed_requirements(docker, pipeline_image)
     pins = serve_pins(installed)
     wheels: list[Path] = []

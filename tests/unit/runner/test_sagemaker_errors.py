@@ -61,3 +61,22 @@ def test_other_errors_keep_code_and_message_on_one_line(deployer: SageMakerDeplo
     assert caught.value.headline == (
         "sagemaker:CreateEndpoint failed: ResourceLimitExceeded: The account-level service limit"
     )
+
+
+def test_no_credentials_is_one_line_with_the_fix(
+    deployer: SageMakerDeployer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real boto3 call with an empty credential chain (no network is reached)."""
+    from runner.aws_errors import AwsCredentialsError
+
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    for key in ("AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"):
+        monkeypatch.setenv(key, "/dev/null")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.delenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", raising=False)
+    monkeypatch.delenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", raising=False)
+    with pytest.raises(AwsCredentialsError) as caught:
+        deployer.invoke("ridge", b"{}")
+    assert caught.value.headline.startswith("no AWS credentials for sagemaker")
+    assert "AWS_PROFILE" in caught.value.hint and "\n" not in str(caught.value)
