@@ -65,8 +65,13 @@ def wait_for(what: str, check: object, timeout: float = 600) -> None:
 
 
 def run_id_of(stack: str) -> str:
-    runs = json.loads(run_cli("runs", "--stack", stack, "--json", check=True).stdout)
-    running = [r["run_id"] for r in runs if r["status"] == "running"]
+    deadline = time.monotonic() + 60
+    while True:
+        runs = json.loads(run_cli("runs", "--stack", stack, "--json", check=True).stdout)
+        running = [r["run_id"] for r in runs if r["status"] == "running"]
+        if running or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert len(running) == 1, runs
     return str(running[0])
 
@@ -154,7 +159,8 @@ def test_down_refuses_during_a_run_and_force_cancels_it_docker(
         label = {"label": f"mlstack.stack={name}"}
 
         def step_container_running() -> bool:
-            return any(c.status == "running" for c in client.containers.list(filters=label))
+            found = client.containers.list(filters=label)  # the import check's has no step
+            return any(c.labels.get("mlstack.step") for c in found)
 
         wait_for("the step's container", lambda: step_container_running() or driver.poll())
         assert driver.poll() is None, driver.communicate()
