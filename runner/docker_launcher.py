@@ -32,18 +32,21 @@ if TYPE_CHECKING:
 STOP_GRACE_SECONDS = 5  # a killed (timed-out) step's container: SIGTERM, then SIGKILL
 
 
-def mounts_for(outputs: StackOutputs, scratch: Path) -> dict[str, dict[str, str]]:
-    """Host paths a step container needs, mounted at the same paths."""
-    volumes = {str(scratch): {"bind": str(scratch), "mode": "rw"}}
+def mounts_for(outputs: StackOutputs, scratch: Path) -> list[Any]:
+    """Host paths a step container needs, bind-mounted at the same paths.
+
+    Bind mounts (not ``volumes``): a missing host path fails the container's start instead
+    of being created, so a run cannot re-create a stack's folders after ``mlstack down``.
+    """
+    from docker.types import Mount
+
     from runner.artifact_stores import host_paths
     from runner.secrets import secrets_backend
 
-    for root in map(str, host_paths(outputs)):
-        volumes[root] = {"bind": root, "mode": "rw"}
-
-    for secret_file in map(str, secrets_backend(outputs).container_files()):
-        volumes[secret_file] = {"bind": secret_file, "mode": "ro"}
-    return volumes
+    paths = {str(scratch): False}
+    paths.update({root: False for root in map(str, host_paths(outputs))})
+    paths.update({f: True for f in map(str, secrets_backend(outputs).container_files())})
+    return [Mount(p, p, type="bind", read_only=ro) for p, ro in paths.items()]
 
 
 class DockerLauncher:
@@ -87,7 +90,7 @@ class DockerLauncher:
             command=["sh", "-c", command],
             environment=env,
             network_mode="host",
-            volumes=mounts_for(self.outputs, self.scratch),
+            mounts=mounts_for(self.outputs, self.scratch),
             labels={
                 "mlstack.stack": self.outputs.stack,
                 "mlstack.stack-id": self.outputs.stack_id,  # what `mlstack sweep` goes by

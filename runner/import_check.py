@@ -44,7 +44,8 @@ def check_imports(
 ) -> bool:
     """Import the pipeline's module (then ``runtime_modules``) in ``image``; True if it ran.
 
-    Raises PipelineDefinitionError naming the missing module and the requirement to add.
+    Raises PipelineDefinitionError naming the missing module and the requirement to add;
+    any other import failure is a warning (the module may need what this container lacks).
     """
     if not source.root:
         return False  # an installed package, not a source tree: nothing to mount
@@ -78,7 +79,13 @@ def check_imports(
             with contextlib.suppress(Exception):
                 container.remove(force=True)
     if code != 0:
-        raise _failure(code, out, source, image)
+        failure = _failure(code, out, source, image)
+        if code == 3 and f"cannot import {source.module.split('.')[0]!r}" not in str(failure):
+            raise failure
+        # Anything but a missing module may be the module's own business (it reads a file
+        # or the network at import, which this container has not): say so, do not stop.
+        print(f"warning: {failure}", file=sys.stderr)
+        return True
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(image + "\n")
     return True
