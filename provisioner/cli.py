@@ -206,18 +206,37 @@ def outputs(name: str, as_json: bool, show_secrets: bool) -> None:
 @click.argument("name")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the teardown report as JSON.")
-def down(name: str, yes: bool, as_json: bool) -> None:
-    """Drain, destroy, sweep; end with the teardown report. The record stays, destroyed."""
+@click.option("--force", is_flag=True, help="Cancel the stack's active runs first.")
+def down(name: str, yes: bool, as_json: bool, force: bool) -> None:
+    """Drain, destroy, sweep; end with the teardown report. The record stays, destroyed.
+
+    Refuses while runs are active on the stack, unless --force: that cancels them and waits
+    for their steps to stop before tearing anything down.
+    """
     from provisioner import api
     from provisioner.cli_cost import print_teardown
     from provisioner.render import LiveProgress, print_json
     from provisioner.teardown import teardown
 
-    api.record(name)  # a clear error for an unknown name before asking anything
+    rec = api.record(name)  # a clear error for an unknown name before asking anything
+    active = _active_runs(name) if rec.status != "destroyed" and rec.outputs else []
+    if active and not force:
+        from runner.active_runs import RunsActive, describe
+
+        word = "runs are" if len(active) > 1 else "run is"
+        raise RunsActive(
+            f"{len(active)} {word} active on stack {name!r}: {describe(active)}",
+            "wait for them, or `mlstack down --force` to cancel them first",
+        )
     if not yes:
         if not sys.stdin.isatty():
             raise UsageError(f"refusing to destroy {name!r} without --yes (no terminal to ask)")
         click.confirm(f"Destroy stack {name!r} and all its data?", abort=True)
+    if active:
+        from runner.active_runs import cancel_runs
+
+        for run in cancel_runs(active):
+            click.echo(f"cancelled run {run.id[:12]} ({run.pipeline})", err=True)
     from provisioner.cli_runs import reap_quietly
 
     reap_quietly(name)  # a killed driver's MLflow run is ended while the tracker still runs
@@ -229,6 +248,19 @@ def down(name: str, yes: bool, as_json: bool) -> None:
         print_teardown(report)
     if not report.ok:
         raise SystemExit(1)
+
+
+def _active_runs(name: str) -> list[Any]:
+    """The stack's active runs; none (with a warning) if its metadata server cannot say."""
+    from provisioner import api
+    from runner.active_runs import active_runs
+    from runner.secrets import resolve_token
+
+    try:
+        return active_runs(resolve_token(api.outputs(name)))
+    except MlstackError as exc:
+        click.echo(f"warning: cannot ask stack {name!r} for active runs: {exc}", err=True)
+        return []
 
 
 @cli.command()

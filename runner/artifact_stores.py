@@ -84,7 +84,10 @@ def open_store(outputs: StackOutputs) -> ArtifactStore:
 
     coords = outputs.artifact_store
     kind = ARTIFACT_STORES.get(coords.kind)
-    return ArtifactStore(coords.uri, storage_options=kind.storage_options(coords))
+    # The stack's `up` made a local store's folder: a run never makes it again after `down`.
+    return ArtifactStore(
+        coords.uri, storage_options=kind.storage_options(coords), root_must_exist=True
+    )
 
 
 def host_paths(outputs: StackOutputs) -> list[Path]:

@@ -64,7 +64,15 @@ class ArtifactStore:
     moto or MinIO); they never appear in ``repr``.
     """
 
-    def __init__(self, root_uri: str, storage_options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        root_uri: str,
+        storage_options: dict[str, Any] | None = None,
+        *,
+        root_must_exist: bool = False,
+    ) -> None:
+        """``root_must_exist``: on file://, refuse to write once the root folder is gone (a
+        stack's store, removed by ``mlstack down``) instead of creating it again."""
         from fsspec.core import url_to_fs
 
         try:
@@ -79,6 +87,7 @@ class ArtifactStore:
         self.local = "file" in protocols
         self._root = root.rstrip("/")
         self.root_uri = f"file://{self._root}" if self.local else root_uri.rstrip("/")
+        self._root_must_exist = root_must_exist
 
     def __repr__(self) -> str:
         return f"ArtifactStore({self.root_uri!r})"
@@ -145,6 +154,7 @@ class ArtifactStore:
         with self._errors("write", uri):
             if self.local:
                 final = self._path(uri)
+                self._check_root()
                 _private_dirs(os.path.dirname(final))
                 with self._staging("log") as tmp:
                     shutil.copyfile(local_path, tmp)
@@ -259,10 +269,18 @@ class ArtifactStore:
             )
         return f"{self._root}/{rest}"
 
+    def _check_root(self) -> None:
+        if self._root_must_exist and not os.path.isdir(self._root):
+            raise ArtifactError(
+                f"the artifact store folder {self._root} does not exist",
+                "its stack was torn down (`mlstack down`); bring it up with `mlstack up`",
+            )
+
     @contextmanager
     def _staging(self, filename: str) -> Iterator[str]:
         """A fresh temp file path (same filesystem as the objects on file://), removed after."""
         if self.local:
+            self._check_root()
             folder = f"{self._root}/tmp"
             _private_dirs(folder)
         else:

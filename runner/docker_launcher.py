@@ -4,7 +4,9 @@ Containers use host networking, so the stack's services on 127.0.0.1 are reachab
 stack outputs (with the metadata token) reach a container only through its environment at
 run time — never an image layer or the image config. The run's scratch folder, a file://
 artifact store and the local secrets files are mounted at their host paths. Containers are
-labelled with the stack and run and removed when their step ends.
+labelled with the stack and run and removed when their step ends. Every container runs
+under Docker's init (``init=True``): the step is not PID 1, so a signal it sends itself (or
+``docker stop``) kills it as it would on the host, and its exit code reads as that signal.
 """
 
 from __future__ import annotations
@@ -30,18 +32,21 @@ if TYPE_CHECKING:
 STOP_GRACE_SECONDS = 5  # a killed (timed-out) step's container: SIGTERM, then SIGKILL
 
 
-def mounts_for(outputs: StackOutputs, scratch: Path) -> dict[str, dict[str, str]]:
-    """Host paths a step container needs, mounted at the same paths."""
-    volumes = {str(scratch): {"bind": str(scratch), "mode": "rw"}}
+def mounts_for(outputs: StackOutputs, scratch: Path) -> list[Any]:
+    """Host paths a step container needs, bind-mounted at the same paths.
+
+    Bind mounts (not ``volumes``): a missing host path fails the container's start instead
+    of being created, so a run cannot re-create a stack's folders after ``mlstack down``.
+    """
+    from docker.types import Mount
+
     from runner.artifact_stores import host_paths
     from runner.secrets import secrets_backend
 
-    for root in map(str, host_paths(outputs)):
-        volumes[root] = {"bind": root, "mode": "rw"}
-
-    for secret_file in map(str, secrets_backend(outputs).container_files()):
-        volumes[secret_file] = {"bind": secret_file, "mode": "ro"}
-    return volumes
+    paths = {str(scratch): False}
+    paths.update({root: False for root in map(str, host_paths(outputs))})
+    paths.update({f: True for f in map(str, secrets_backend(outputs).container_files())})
+    return [Mount(p, p, type="bind", read_only=ro) for p, ro in paths.items()]
 
 
 class DockerLauncher:
@@ -85,7 +90,7 @@ class DockerLauncher:
             command=["sh", "-c", command],
             environment=env,
             network_mode="host",
-            volumes=mounts_for(self.outputs, self.scratch),
+            mounts=mounts_for(self.outputs, self.scratch),
             labels={
                 "mlstack.stack": self.outputs.stack,
                 "mlstack.stack-id": self.outputs.stack_id,  # what `mlstack sweep` goes by
@@ -93,6 +98,7 @@ class DockerLauncher:
                 "mlstack.step": step_id,
             },
             detach=True,
+            init=True,  # PID 1 ignores signals it has no handler for: the step must not be it
             **container_resources(step.resources if step is not None else None),
         )
         with self._lock:
@@ -102,7 +108,7 @@ class DockerLauncher:
     def _watch(self, step_id: str, container: Any) -> None:
         code = 1
         try:
-            code = int(container.wait().get("StatusCode", 1))
+            code = exit_code(int(container.wait().get("StatusCode", 1)))
         except Exception:
             code = 1
         finally:
@@ -135,6 +141,16 @@ class DockerLauncher:
         for container in running:
             with contextlib.suppress(Exception):
                 container.remove(force=True)
+
+
+def exit_code(status: int) -> int:
+    """A container's exit status as a process exit code: 128+N (the init reporting that the
+    step died of signal N) becomes -N, as :func:`os.waitstatus_to_exitcode` gives locally."""
+    import signal
+
+    if status > 128 and status - 128 in signal.valid_signals():
+        return -(status - 128)
+    return status
 
 
 def _stop(container: Any) -> None:

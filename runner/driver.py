@@ -3,7 +3,8 @@
 ``run(pipeline, outputs)`` compiles the DAG (every definition error surfaces before anything
 runs), records the run, resolves cache hits itself, hands the rest to the orchestrator's
 launcher in DAG order with bounded parallelism, and records the outcome. A failing step fails
-the run and skips what depends on it; Ctrl-C cancels the run.
+the run and skips what depends on it; Ctrl-C or SIGTERM (``mlstack down --force``) cancels
+the run: its steps are stopped and recorded cancelled before the driver exits.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +105,7 @@ def run(
 
     scratch = make_scratch()  # marked with this driver, so a later command removes it if killed
     launcher: Any = None
+    previous = _cancel_on_sigterm()
     try:
         # Built once here: the local worker forks with fsspec already imported, and the
         # driver, packaging and every step share the one store.
@@ -120,6 +123,22 @@ def run(
         if launcher is not None:
             launcher.close(kill=True)
         shutil.rmtree(scratch, ignore_errors=True)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _cancel_on_sigterm() -> Any:
+    """SIGTERM cancels the run as Ctrl-C does (the previous handler, to restore; None when
+    not on the main thread, where no handler can be set)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def cancel(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, cancel)
 
 
 class _Driver:

@@ -44,6 +44,20 @@ def load_pipeline(ref: str) -> Pipeline:
             f"{where}: syntax error: {exc.msg}",
             "fix the file; mlstack imports it on the host before running anything",
         ) from None
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing and missing != module_name.split(".")[0]:
+            raise PipelineDefinitionError(
+                f"{target}: cannot import {module_name!r}: module {missing!r} is not installed"
+                " on this host, and mlstack imports the pipeline file on this host before"
+                " running it (the host-import rule)",
+                f"install {missing} here, or move image-only imports inside the step"
+                " functions that use them",
+            ) from None
+        raise PipelineDefinitionError(
+            f"{target}: cannot import {module_name!r}: {exc}",
+            "install the pipeline's requirements or fix the import",
+        ) from None
     except ImportError as exc:
         raise PipelineDefinitionError(
             f"{target}: cannot import {module_name!r}: {exc}",

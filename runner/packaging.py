@@ -42,16 +42,18 @@ from runner.base_image import (
 from runner.registry_auth import registry_auth
 from runner.requirements import (
     Requirements,
+    RuntimeNeed,
     _check_compatible,
     discover_requirements,
     resolve_wheels,
+    runtime_needs,
 )
 from stacks.common.docker_engine import DockerUnavailable
 from stacks.outputs import StackOutputs
 
 if TYPE_CHECKING:
     from runner.metadata.client import MetadataClient
-    from runner.sdk import Pipeline
+    from runner.sdk import Pipeline, Step
 
 __all__ = [
     "BaseImageError",
@@ -98,15 +100,18 @@ class ImageBuild:
     built: bool
     reason: str
     seconds: float
+    runtime_modules: tuple[str, ...] = ()  # what the runtime imports for this pipeline
 
 
 # --- the runtime and the tag ------------------------------------------------------------------
 
 
-def runtime_pins(outputs: StackOutputs | None = None) -> list[str]:
-    """The step runtime's own requirements, pinned to the versions installed on this host."""
-    from importlib.metadata import PackageNotFoundError, version
-
+def runtime_pins(
+    outputs: StackOutputs | None = None, needs: Iterable[RuntimeNeed] = ()
+) -> list[str]:
+    """The step runtime's own requirements, pinned to the versions installed on this host:
+    always :data:`RUNTIME_PACKAGES`, plus what the stack's artifact store and the pipeline's
+    materializers and tracker calls need (``needs``, see :func:`runtime_needs`)."""
     names = list(RUNTIME_PACKAGES)
     if outputs is not None and outputs.artifact_store.kind in ("s3", "minio"):
         names.append("s3fs")
@@ -116,14 +121,22 @@ def runtime_pins(outputs: StackOutputs | None = None) -> list[str]:
 
         names += SECRETS_BACKENDS.get(outputs.secrets.kind).runtime_packages
         names += DEPLOYERS.get(outputs.deployer.kind).runtime_packages
-    names = list(dict.fromkeys(names))
-    pins = []
-    for name in names:
+    names += [need.dist for need in needs]
+    return [host_pin(name) for name in dict.fromkeys(names)]
+
+
+def host_pin(name: str) -> str:
+    """``name==VERSION`` of the distribution installed on this host; ``name`` if none is.
+
+    mlflow-skinny follows the host's mlflow when only that is installed: the same client."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for source in (name, "mlflow") if name == "mlflow-skinny" else (name,):
         try:
-            pins.append(f"{name}=={version(name)}")
+            return f"{name}=={version(source)}"
         except PackageNotFoundError:
-            pins.append(name)
-    return pins
+            continue
+    return name
 
 
 def runtime_sources() -> Iterator[tuple[str, Path]]:
@@ -263,10 +276,15 @@ class ImagePlan:
     requirements: Requirements
     pins: tuple[str, ...]
     runtime: str
+    needs: tuple[RuntimeNeed, ...] = ()
 
     @property
     def ref(self) -> str:
         return f"{self.registry}/{self.repository}:{self.tag}"
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        return tuple(need.module for need in self.needs)
 
     def details(self) -> dict[str, Any]:
         return {
@@ -278,14 +296,22 @@ class ImagePlan:
         }
 
 
-def plan_image(pipeline: Pipeline, outputs: StackOutputs, docker: Any) -> ImagePlan:
-    """Compute the tag of ``pipeline``'s image on this stack (needs the base image's id)."""
-    from runner.sdk import source_of
+def plan_image(
+    pipeline: Pipeline, outputs: StackOutputs, docker: Any, steps: Iterable[Step] | None = None
+) -> ImagePlan:
+    """Compute the tag of ``pipeline``'s image on this stack (needs the base image's id).
+
+    ``steps`` (default: the steps defined in the pipeline's module) decide what mlstack's
+    runtime needs in the image besides the pipeline's requirements.
+    """
+    from runner.sdk import source_of, steps_of_module
 
     registry = registry_url(outputs)
     base_ref = getattr(outputs.orchestrator, "base_image", None) or DEFAULT_BASE
     reqs = discover_requirements(pipeline.requirements, source_of(pipeline.func).root)
-    pins = tuple(runtime_pins(outputs))
+    used = list(steps) if steps is not None else steps_of_module(pipeline.func.__module__)
+    needs = tuple(runtime_needs(reqs.specs, used))
+    pins = tuple(runtime_pins(outputs, needs))
     runtime = runtime_version(pins)
     base_id = image_id(docker, base_ref)
     return ImagePlan(
@@ -299,6 +325,7 @@ def plan_image(pipeline: Pipeline, outputs: StackOutputs, docker: Any) -> ImageP
         requirements=reqs,
         pins=pins,
         runtime=runtime,
+        needs=needs,
     )
 
 
@@ -309,6 +336,7 @@ def ensure_image(
     progress: Progress | None = None,
     ca_bundle: str | None = None,
     client: MetadataClient | None = None,
+    steps: Iterable[Step] | None = None,
 ) -> ImageBuild:
     """The image ``pipeline``'s steps run in on this stack: reused from the registry, or built.
 
@@ -319,7 +347,7 @@ def ensure_image(
     progress = progress or NullProgress()
     started = time.monotonic()
     docker = docker_client()
-    plan = plan_image(pipeline, outputs, docker)
+    plan = plan_image(pipeline, outputs, docker, steps)
     name = f"{plan.repository}:{plan.tag}"
     recorder = _Recorder(outputs, plan, client)
     auth = registry_auth(outputs)
@@ -330,9 +358,10 @@ def ensure_image(
                 f"tag {plan.tag} already in registry: same base image, requirements and runtime"
             )
             progress.update("image", "unchanged", f"reused {name}")
-            return recorder.done(
-                ImageBuild(plan.ref, plan.tag, False, reason, time.monotonic() - started), "reused"
+            result = ImageBuild(
+                plan.ref, plan.tag, False, reason, time.monotonic() - started, plan.modules
             )
+            return recorder.done(result, "reused")
         why = recorder.why_build()
         built = _build_if_missing(docker, plan, ca_bundle or _ca_bundle_env(), progress)
         progress.update("image", "pushing", f"{name} to {plan.registry}")
@@ -343,7 +372,7 @@ def ensure_image(
         raise
     reason = why if built else f"{why}; it was built on this host before, so only pushed"
     progress.update("image", "ready", f"{'built' if built else 'pushed'} {name}")
-    result = ImageBuild(plan.ref, plan.tag, built, reason, time.monotonic() - started)
+    result = ImageBuild(plan.ref, plan.tag, built, reason, time.monotonic() - started, plan.modules)
     return recorder.done(result, "built" if built else "reused")
 
 

@@ -151,3 +151,101 @@ def _check_compatible(base_ref: str, python: str, machine: str) -> None:
             f"use a base image with Python {_host_python()} (python:{_host_python()}-slim or"
             " `mlstack base-image build`)",
         )
+
+
+# --- what mlstack's own runtime needs for this pipeline ---------------------------------------
+
+
+@dataclass(frozen=True)
+class RuntimeNeed:
+    """A package mlstack's runtime imports for a pipeline: the distribution, the module the
+    image must import, and why (the materializer or tracker call that needs it)."""
+
+    dist: str
+    module: str
+    why: str
+
+
+def requirement_name(spec: str) -> str:
+    """The normalised distribution name of a requirement specifier (``Pandas>=2`` -> pandas)."""
+    import re
+
+    found = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", spec)
+    return re.sub(r"[-_.]+", "-", found.group(1)).lower() if found else ""
+
+
+def runtime_needs(specs: Iterable[str], steps: Iterable[object]) -> list[RuntimeNeed]:
+    """What the image needs beyond the pipeline's requirements so mlstack's runtime works.
+
+    pandas outputs are stored as parquet (pyarrow); ``register_model`` logs a scikit-learn
+    model with MLflow's client (mlflow-skinny), which serializes it with skops. Packages the
+    requirements name already are not added again.
+    """
+    names = {requirement_name(s) for s in specs}
+    funcs = [getattr(s, "func", s) for s in steps]
+    needs: list[RuntimeNeed] = []
+    if "pandas" in names or _uses_module(funcs, "pandas"):
+        needs.append(RuntimeNeed("pyarrow", "pyarrow", "pandas outputs are stored as parquet"))
+    if _calls(funcs, "register_model"):
+        why = "register_model logs the model with MLflow"
+        needs.append(RuntimeNeed("mlflow-skinny", "mlflow.sklearn", why))
+        needs.append(
+            RuntimeNeed("skops", "skops.io", "MLflow saves scikit-learn models with skops")
+        )
+    return [
+        n
+        for n in needs
+        if n.dist not in names and not (n.dist == "mlflow-skinny" and "mlflow" in names)
+    ]
+
+
+def _uses_module(funcs: list[object], top: str) -> bool:
+    """Whether a step's module holds ``top`` (the module or anything from it) as a global."""
+    import types
+
+    for func in funcs:
+        for value in list(getattr(func, "__globals__", {}).values()):
+            owner = (
+                value.__name__
+                if isinstance(value, types.ModuleType)
+                else getattr(value, "__module__", None)
+            )
+            if isinstance(owner, str) and (owner == top or owner.startswith(top + ".")):
+                return True
+    return False
+
+
+def _calls(funcs: list[object], name: str) -> bool:
+    """Whether a step (or a function of a user module it reaches) uses runner's ``name``."""
+    import types
+
+    from runner.fingerprint import Fingerprinter, _names_used
+
+    user = Fingerprinter().is_user_module
+    todo, seen = list(funcs), set()
+    while todo:
+        func = todo.pop()
+        code = getattr(func, "__code__", None)
+        if id(func) in seen or not isinstance(code, types.CodeType):
+            continue
+        seen.add(id(func))
+        scope = getattr(func, "__globals__", {})
+        names = _names_used(code)
+        if name in names and any(  # runner.register_model(...), runner imported as a module
+            isinstance(v, types.ModuleType) and v.__name__.split(".")[0] == "runner"
+            for v in scope.values()
+        ):
+            return True
+        for used in names:
+            value = scope.get(used)
+            if value is None:
+                continue
+            if getattr(value, "__name__", None) == name and str(
+                getattr(value, "__module__", "")
+            ).startswith("runner"):
+                return True
+            if isinstance(value, types.FunctionType) and user(value.__module__):
+                todo.append(value)
+            elif isinstance(value, types.ModuleType) and user(value.__name__):
+                todo.extend(v for v in vars(value).values() if isinstance(v, types.FunctionType))
+    return False

@@ -413,6 +413,11 @@ def source_of(func: Callable[..., Any]) -> PipelineSource:
     return PipelineSource(module=module, path=path, root=root)
 
 
+def steps_of_module(module: str) -> list[Step]:
+    """The steps defined in ``module``."""
+    return list(_REGISTRY.get(module, {}).values())
+
+
 @overload
 def pipeline(func: Callable[..., Any], /) -> Pipeline: ...
 @overload

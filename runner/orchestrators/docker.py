@@ -1,7 +1,8 @@
 """The docker orchestrator: one host-network container per step (runner/docker_launcher.py).
 
 A step's resources become the container's CPU quota (nano_cpus), memory limit and GPU
-device requests; the driver does its retries and timeouts (runner/attempts.py).
+device requests; the driver does its retries and timeouts (runner/attempts.py). Before any
+step, one short container imports the pipeline's module in the image (runner/import_check.py).
 """
 
 from __future__ import annotations
@@ -28,18 +29,25 @@ class DockerOrchestrator(Orchestrator):
     ) -> Prepared:
         from runner.code import package_code
         from runner.docker_launcher import DockerLauncher, docker_client
+        from runner.import_check import check_imports
         from runner.packaging import ensure_image
 
         docker_client()  # one clear line when no engine is reachable, before any work
-        build = ensure_image(pipeline, self.outputs, progress=progress)
+        steps = [inv.step for inv in compiled.invocations.values()]
+        build = ensure_image(pipeline, self.outputs, progress=progress, steps=steps)
         verb = "built" if build.built else "reused"
         progress.update("image", verb, f"{build.image} ({build.reason})")
+        launcher = DockerLauncher(self.outputs, build.image, scratch, run_label="")
+        progress.update("imports", "running", f"importing {compiled.source.module} in the image")
+        checked = check_imports(
+            launcher.client, build.image, compiled.source, build.runtime_modules
+        )
+        progress.update("imports", "completed", "checked" if checked else "checked before")
         code = package_code(compiled.source, store)
         if code.kind == "git" and code.url.startswith("file://"):
             # A remote on this machine's disk cannot be cloned from inside a container.
             code = package_code(compiled.source, store, use_git=False)
         progress.update("code", "ready", code.describe())
-        launcher = DockerLauncher(self.outputs, build.image, scratch, run_label="")
         gpus = max(inv.step.resources.gpus for inv in compiled.invocations.values())
         if gpus:
             from runner.docker_launcher import check_gpus

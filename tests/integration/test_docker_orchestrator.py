@@ -143,6 +143,7 @@ def test_steps_run_in_containers_and_code_changes_build_nothing(
     assert client.containers.list(all=True, filters={"label": f"mlstack.stack={STACK}"}) == []
 
 
+@pytest.mark.timeout(1800)  # its first image installs pandas, scikit-learn and MLflow
 def test_example_pipeline_on_docker_matches_the_local_result(stack: dict) -> None:
     result = run_json(f"{TRAIN}:training", "--param", "alpha=0.2", "--param", "min_r2=0.2")
     assert {s["status"] for s in result["steps"].values()} == {"completed"}
