@@ -270,3 +270,39 @@ def test_run_ids_resolve_across_up_stacks_and_stack_only_disambiguates(
 
     proc = run_cli("logs", "0" * 32)
     assert proc.returncode == 2 and "no run" in proc.stderr, proc.stderr
+
+
+def test_run_step_capture_keeps_a_killed_steps_log_for_remote_orchestrators(
+    stacks: dict, flow: Path
+) -> None:
+    """What a remote orchestrator's container runs (`run-step --capture`): the entrypoint
+    keeps the step's output in the store at log_uri(run, step, attempt) itself."""
+    import sys
+
+    from runner.metadata.client import MetadataClient
+    from stacks.common.constants import OUTPUTS_ENV
+
+    outputs = stacks["outputs"]
+    meta = outputs["metadata"]
+    with MetadataClient(meta["url"], meta["token"], ca_pem=meta.get("ca_pem")) as client:
+        run = client.create_run(pipeline="kill_flow", stack=STACK, params={})
+        spec = {
+            "pipeline": "kill_flow", "function": "killed", "params": {}, "inputs": {},
+            "outputs": ["output"],
+            "source": {"module": "logs_flow", "path": str(flow), "root": str(flow.parent)},
+        }  # fmt: skip
+        step = client.create_step(run.id, "killed", spec=spec)
+    env = dict(os.environ, **{OUTPUTS_ENV: json.dumps(outputs)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner.entrypoint", "run-step", "--step-id", step.id, "--capture"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 128 + signal.SIGKILL, proc.stderr
+    with MetadataClient(meta["url"], meta["token"], ca_pem=meta.get("ca_pem")) as client:
+        record = client.get_step(step.id)
+        client.update_run(run.id, status="failed")
+    assert record.status.value == "failed" and "SIGKILL" in (record.error or "")
+    root = outputs["artifact_store"]["uri"]
+    assert record.log_uri == f"{root}/logs/{run.id}/killed.log"
+    log = run_cli("logs", run.id, "killed", check=True).stdout
+    assert "before the kill: stdout line" in log and "before the kill: stderr line" in log
