@@ -180,6 +180,7 @@ class _Driver:
         if self.tracker_run_id:
             self.client.update_run(self.run_id, tracker_run_id=self.tracker_run_id)
         status = "failed"
+        restore = _cancel_on_sigterm()
         try:
             self._loop()
             status = "failed" if any(s == "failed" for s in self.state.values()) else "completed"
@@ -198,6 +199,7 @@ class _Driver:
                 self.progress.update(name, "cancelled")
             self.running.clear()
         finally:
+            restore()
             self.logs.close()
             self._skip_rest()
             error = None
@@ -440,6 +442,22 @@ class _Driver:
                 self.state[name] = "skipped"
                 self.results[name] = StepResult(name, "skipped", step.id)
                 self.progress.update(name, "skipped", "an upstream step failed")
+
+
+def _cancel_on_sigterm() -> Any:
+    """While the DAG is walked, SIGTERM cancels the run as Ctrl-C does (its steps stopped,
+    their logs kept, the run recorded cancelled); returns what puts the old handler back."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def cancel(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, cancel)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def _settings(step: Any) -> dict[str, Any]:

@@ -186,11 +186,14 @@ def test_a_step_killed_by_sigkill_keeps_what_it_printed(stacks: dict, flow: Path
     assert "(no log recorded)" not in log
 
 
-def test_a_step_cancelled_by_ctrl_c_on_a_hang_keeps_its_lines(stacks: dict, flow: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_step_cancelled_by_ctrl_c_on_a_hang_keeps_its_lines(
+    stacks: dict, flow: Path, sig: signal.Signals
+) -> None:
     driver = popen("run", f"{flow}:hang_flow", "--stack", STACK, "--no-cache")
     try:
         wait_for(flow.parent / "hanging", "the hanging step never started")
-        driver.send_signal(signal.SIGINT)
+        driver.send_signal(sig)
         _, err = driver.communicate(timeout=60)
         assert driver.returncode == 130, err
     finally:
