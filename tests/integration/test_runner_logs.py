@@ -259,6 +259,9 @@ def test_run_ids_resolve_across_up_stacks_and_stack_only_disambiguates(
     assert "quick step ran" in run_cli("logs", mine[:10], "quick", check=True).stdout
     shown = json.loads(run_cli("run-show", mine[:10], "--json", check=True).stdout)
     assert (shown["id"], shown["stack"]) == (mine, OTHER)
+    from runner import load
+
+    assert load(mine, "quick") == 1  # the Python API finds it too
 
     # A prefix shared by a run of each stack is ambiguous; --stack picks one.
     run_cli("run", f"{flow}:quick_flow", "--stack", STACK, "--no-cache", check=True)
