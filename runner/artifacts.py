@@ -15,6 +15,7 @@ file at a final path; on S3 a PUT is atomic by itself.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import os
@@ -193,6 +194,10 @@ class ArtifactStore:
                 return bytes(self.fs.cat_file(path, start=offset or None))
             except FileNotFoundError:
                 return b""
+            except OSError as err:
+                if offset and err.errno == errno.EINVAL:  # S3: a range at the end (InvalidRange)
+                    return b""
+                raise
 
     def read_text(self, uri: str) -> str:
         """A stored text file (a log), decoded as UTF-8 with undecodable bytes replaced."""

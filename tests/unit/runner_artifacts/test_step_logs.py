@@ -51,6 +51,8 @@ def test_the_pump_mirrors_a_growing_log_to_s3_and_keeps_its_end(
     pump.done("step-1")  # the step ended: its last bytes are in the store at once
     assert store.read_log(uri) == b"epoch 1\nepoch 2\nno newline yet"
     assert store.read_log(uri, offset=8) == b"epoch 2\nno newline yet"
+    assert store.read_log(uri, offset=len(b"epoch 1\nepoch 2\nno newline yet")) == b""
+    assert store.read_log(store.log_uri("run-1", "not-yet")) == b""
     assert [ln for _, ln in seen] == ["epoch 1", "epoch 2", "no newline yet"]
     pump.close()
 
