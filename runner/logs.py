@@ -32,6 +32,7 @@ MIRROR_SECONDS = 1.0  # a remote store's copy of a running step's log is at most
 TICK_SECONDS = 0.25  # how often live lines are read
 FOLLOW_POLL_SECONDS = 0.5
 TERMINAL = ("completed", "failed", "cancelled", "skipped", "cached")
+_REPLACED: list[object] = []
 
 
 def unbuffered_stdio() -> None:
@@ -44,7 +45,15 @@ def unbuffered_stdio() -> None:
     for name, fd in (("stdout", 1), ("stderr", 2)):
         with contextlib.suppress(OSError, ValueError):
             raw = io.FileIO(fd, "w", closefd=False)
-            setattr(sys, name, io.TextIOWrapper(raw, errors="backslashreplace", write_through=True))
+            # Kept, never closed: a forked child's old stream may hold its parent's unflushed
+            # bytes, which must not land in the step's log when it is collected.
+            old = getattr(sys, name)
+            _REPLACED.append(old)
+            encoding = getattr(old, "encoding", None) or "utf-8"
+            stream = io.TextIOWrapper(
+                raw, encoding=encoding, errors="backslashreplace", write_through=True
+            )
+            setattr(sys, name, stream)
 
 
 @dataclass
