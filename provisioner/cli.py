@@ -286,9 +286,10 @@ from provisioner.cli_sweep import sweep  # noqa: E402 - stack-scoped leak sweep
 
 cli.add_command(sweep)
 
+from provisioner.cli_logs import COMMANDS as LOG_COMMANDS  # noqa: E402
 from provisioner.cli_runs import COMMANDS as RUN_COMMANDS  # noqa: E402
 
-for _command in RUN_COMMANDS:
+for _command in RUN_COMMANDS + LOG_COMMANDS:
     cli.add_command(_command)
 
 from provisioner.cli_cost import COMMANDS as COST_COMMANDS  # noqa: E402

@@ -1,4 +1,4 @@
-"""``mlstack run``, ``runs``, ``run-show``, ``logs``, ``deployments``, ``undeploy``, ``ui``.
+"""``mlstack run``, ``runs``, ``run-show``, ``deployments``, ``undeploy``, ``ui``.
 
 The one place that joins provisioner (which stack, its outputs and token) and runner (the
 pipeline). Everything heavy is imported inside the commands.
@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from provisioner.cli_logs import RUN_STACK_OPTION, find_run
 from stacks.common.errors import UsageError
 
 if TYPE_CHECKING:
@@ -84,6 +85,12 @@ def metadata_client(outputs: StackOutputs, timeout: float = 10.0) -> MetadataCli
 @click.option("--no-cache", is_flag=True, help="Run every step even if a cached result exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's result as JSON.")
 @click.option("--fail-fast", is_flag=True, default=None, help="Stop running steps when one fails.")
+@click.option(
+    "--logs/--no-logs",
+    "live_logs",
+    default=None,
+    help="Show running steps' output live (default: on a terminal, while one step runs).",
+)
 def run(
     pipeline_ref: str,
     stack: str | None,
@@ -91,6 +98,7 @@ def run(
     no_cache: bool,
     as_json: bool,
     fail_fast: bool | None,
+    live_logs: bool | None,
 ) -> None:
     """Run a pipeline on a stack, with live progress per step.
 
@@ -103,7 +111,8 @@ def run(
     pipeline = load_pipeline(pipeline_ref)
     typed = pipeline.compile(parse_params(params)).params  # bad parameters: exit 2, nothing ran
     outputs = stack_outputs(stack)
-    with LiveProgress(f"mlstack run {pipeline.name} on {outputs.stack}") as progress:
+    title = f"mlstack run {pipeline.name} on {outputs.stack}"
+    with LiveProgress(title, logs=live_logs) as progress:
         result = run_pipeline(pipeline, outputs, params=typed, no_cache=no_cache,
                               progress=progress, fail_fast=fail_fast or None)  # fmt: skip
     cached = sum(1 for s in result.steps.values() if s.cached)
@@ -201,28 +210,18 @@ def runs(stack: str | None, limit: int, as_json: bool) -> None:
     console().print(table)
 
 
-def _find_run(client: MetadataClient, stack: str, ref: str) -> Any:
-    if len(ref) < 32:
-        matches = [r for r in client.list_runs(stack=stack, limit=500) if r.id.startswith(ref)]
-        if len(matches) != 1:
-            what = "no run" if not matches else "several runs"
-            raise UsageError(f"{what} on stack {stack} match {ref!r}", "see `mlstack runs`")
-        ref = matches[0].id
-    return client.get_run(ref)
-
-
 @click.command("run-show")
 @click.argument("run_id")
-@STACK_OPTION
+@RUN_STACK_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def run_show(run_id: str, stack: str | None, as_json: bool) -> None:
     """A run's steps: status, timings, cache hits, artifacts and lineage."""
     from provisioner.render import print_json
 
-    outputs = stack_outputs(stack)
+    outputs, detail = find_run(run_id, stack)
     with metadata_client(outputs) as client:
         reap(outputs, client)
-        detail = _find_run(client, outputs.stack, run_id)
+        detail = client.get_run(detail.id)  # as the reaper left it
         edges = client.lineage(detail.id)
         reasons = cache_reasons(client, detail)
     if as_json:
@@ -290,34 +289,6 @@ def cache_reasons(client: MetadataClient, detail: Any) -> dict[str, str]:
             before = previous.get(s.name)
             reasons[s.name] = "miss: " + explain(info, before.spec.get("cache") if before else None)
     return reasons
-
-
-@click.command()
-@click.argument("run_id")
-@click.argument("step", required=False)
-@STACK_OPTION
-def logs(run_id: str, step: str | None, stack: str | None) -> None:
-    """Print a run's step logs (stdout and stderr), from the artifact store."""
-    from runner.entrypoint import artifact_store_for
-
-    outputs = stack_outputs(stack)
-    with metadata_client(outputs) as client:
-        detail = _find_run(client, outputs.stack, run_id)
-    steps = [s for s in detail.steps if step is None or s.name == step]
-    if step and not steps:
-        names = ", ".join(s.name for s in detail.steps)
-        raise UsageError(f"run {detail.id[:12]} has no step {step!r}", f"steps: {names}")
-    store = artifact_store_for(outputs)
-    for s in steps:
-        if step is None:
-            click.echo(f"===== {s.name} ({s.status.value}) =====")
-        if s.log_uri:
-            text = store.read_text(s.log_uri)
-            click.echo(text if text else "(the step printed nothing)", nl=not text)
-        elif s.status.value == "cached":
-            click.echo("(cached: the step did not run; see the run it came from)")
-        else:
-            click.echo("(no log recorded)")
 
 
 @click.command()
@@ -390,4 +361,4 @@ def ui(name: str | None, no_browser: bool) -> None:
     click.echo(url)
 
 
-COMMANDS = [run, runs, run_show, logs, deployments, undeploy, ui]
+COMMANDS = [run, runs, run_show, deployments, undeploy, ui]

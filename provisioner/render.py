@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import re
 import sys
+import threading
 import time
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 STYLES = {
     "healthy": "green",
@@ -102,13 +105,39 @@ class LiveProgress:
 
     On a terminal it is a live table; otherwise (CI logs, pipes) one line per change. Nothing
     is drawn until the first update, so an early error prints alone.
+
+    ``logs`` shows running items' output lines (``lines``): True always (off a terminal, each
+    line as ``item | line``), None on a terminal while one item runs at a time (its last
+    ``TAIL`` lines under its row), False never.
     """
 
-    def __init__(self, title: str) -> None:
+    TAIL = 8
+
+    def __init__(self, title: str, logs: bool | None = False) -> None:
         self.title = title
         self.rows: dict[str, tuple[str, str, float, float | None]] = {}
         self.console = console(stderr=True)
         self.live: Live | None = None
+        self.logs = logs
+        self.tails: dict[str, deque[str]] = {}
+        self._lock = threading.RLock()  # lines arrive from the runner's log thread
+
+    @property
+    def wants_lines(self) -> bool:
+        """Whether the runner should hand this display its steps' output lines."""
+        return self.logs is True or (self.logs is None and self.console.is_terminal)
+
+    def lines(self, item: str, lines: list[str]) -> None:
+        """New output lines of a running ``item``."""
+        with self._lock:
+            if not self.console.is_terminal:
+                if self.logs:
+                    for line in lines:
+                        self.console.print(f"{item} | {line}", markup=False)
+                return
+            self.tails.setdefault(item, deque(maxlen=self.TAIL)).extend(lines)
+            if self.live is not None:
+                self.live.update(self._table())
 
     def __enter__(self) -> LiveProgress:
         return self
@@ -119,11 +148,17 @@ class LiveProgress:
             self.live.__exit__(None, None, None)
 
     def update(self, item: str, state: str, detail: str = "") -> None:
+        with self._lock:
+            self._update(item, state, detail)
+
+    def _update(self, item: str, state: str, detail: str) -> None:
         started = self.rows.get(item, ("", "", time.monotonic(), None))[2]
-        running = ("starting", "stopping", "restarting", "waiting")
+        running = ("starting", "stopping", "restarting", "waiting", "running")
         if state in running[:3]:
             started = time.monotonic()
         finished = time.monotonic() if state not in running else None
+        if state != "running":
+            self.tails.pop(item, None)
         self.rows[item] = (state, detail, started, finished)
         if not self.console.is_terminal:
             elapsed = f" {finished - started:.1f}s" if finished is not None else ""
@@ -138,7 +173,11 @@ class LiveProgress:
         table = Table(title=self.title, title_justify="left", box=None, pad_edge=False)
         for col in ("service", "state", "time", "detail"):
             table.add_column(col)
+        running = sum(1 for state, *_ in self.rows.values() if state == "running")
         for item, (state, detail, started, finished) in self.rows.items():
             elapsed = (finished or time.monotonic()) - started
             table.add_row(item, styled(state), f"{elapsed:.1f}s", detail)
+            tail = self.tails.get(item) if self.logs or running == 1 else None
+            for line in tail or ():
+                table.add_row("", "", "", Text(f"│ {line}", style="dim", no_wrap=True))
         return table

@@ -19,6 +19,8 @@ from runner.errors import RunnerError
 if TYPE_CHECKING:
     from runner.driver import RunResult as DriverResult
     from runner.driver import StepResult
+    from runner.metadata.client import MetadataClient
+    from runner.metadata.schemas import RunDetail
     from runner.sdk import Pipeline
     from stacks.outputs import StackOutputs
 
@@ -82,6 +84,38 @@ class RunResult:
         _as_driver(self).raise_for_status()
 
 
+def _client(outputs: StackOutputs) -> MetadataClient:
+    from runner.metadata.client import MetadataClient
+
+    token = outputs.metadata.token
+    assert token is not None
+    return MetadataClient(
+        outputs.metadata.url, token.get_secret_value(), ca_pem=outputs.metadata.ca_pem
+    )
+
+
+def _find_run(run_id: str, stack: str | None) -> tuple[StackOutputs, RunDetail]:
+    """The stack holding run ``run_id`` and the run: ``stack``, or whichever up stack has it."""
+    from runner.errors import MetadataError
+    from stacks.common.state_reader import live_stacks
+
+    names = [stack] if stack else sorted(live_stacks())
+    unreachable: list[str] = []
+    for name in names:
+        outputs = stack_outputs(name)
+        try:
+            with _client(outputs) as client:
+                return outputs, client.get_run(run_id)
+        except MetadataError as exc:
+            if stack:
+                raise
+            if "not found" not in exc.headline:
+                unreachable.append(f"{name} ({exc.headline})")
+    where = f"stack {stack}" if stack else f"any up stack ({', '.join(names) or 'none'})"
+    skipped = f"; not reachable: {', '.join(unreachable)}" if unreachable else ""
+    raise RunnerError(f"no run {run_id!r} on {where}{skipped}", "see `mlstack runs`")
+
+
 def _pick(step: str, name: str | None, names: list[str]) -> str:
     if name is None:
         if len(names) != 1:
@@ -129,15 +163,14 @@ def run(
 
 
 def load(run_id: str, step: str, output: str | None = None, *, stack: str | None = None) -> Any:
-    """Read output ``output`` of ``step`` of run ``run_id`` (a full id) back from the store."""
-    from runner.entrypoint import artifact_store_for
-    from runner.metadata.client import MetadataClient
+    """Read output ``output`` of ``step`` of run ``run_id`` (a full id) back from the store.
 
-    outputs = stack_outputs(stack)
-    token = outputs.metadata.token
-    assert token is not None
-    with MetadataClient(outputs.metadata.url, token.get_secret_value()) as client:
-        detail = client.get_run(run_id)
+    The run is looked up on every up stack unless ``stack`` names one.
+    """
+    from runner.entrypoint import artifact_store_for
+
+    outputs, detail = _find_run(run_id, stack)
+    with _client(outputs) as client:
         found = next((s for s in detail.steps if s.name == step), None)
         if found is None:
             names = ", ".join(s.name for s in detail.steps)

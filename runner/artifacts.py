@@ -3,7 +3,8 @@
 Layout under the stack's artifact store URI (``file:///abs/path`` or ``s3://bucket/prefix``)::
 
     objects/{sha256[:2]}/{sha256}/{filename}   step outputs, code archives (never rewritten)
-    logs/{run_id}/{step_name}.log              step logs (a retried step replaces its log)
+    logs/{run_id}/{step_name}.log              a step's log (its first attempt; a retry's
+    logs/{run_id}/{step_name}.attempt-{n}.log  attempt n has its own: see ``log_uri``)
     tmp/                                       file:// only: writes in progress
 
 An object's path is derived from the SHA-256 of its bytes, so writing an object that exists is
@@ -148,12 +149,40 @@ class ArtifactStore:
 
     # --- logs --------------------------------------------------------------------------------
 
-    def put_log(self, run_id: str, step_name: str, local_path: str | os.PathLike[str]) -> str:
-        """Upload a step's log (replacing an earlier attempt's); returns its URI."""
-        uri = f"{self.root_uri}/logs/{_segment(run_id)}/{_segment(step_name)}.log"
+    def log_uri(self, run_id: str, step_name: str, attempt: int = 1) -> str:
+        """Where attempt ``attempt`` of a step's stdout/stderr is kept: the one place every
+        orchestrator (local, docker, a remote one's in-container writer) derives it from."""
+        suffix = "" if attempt <= 1 else f".attempt-{attempt}"
+        return f"{self.root_uri}/logs/{_segment(run_id)}/{_segment(step_name)}{suffix}.log"
+
+    def local_log_path(self, uri: str) -> Path | None:
+        """The file a step appends to directly on a file:// store (created empty); None
+        elsewhere (there a writer mirrors a local file with ``put_log``)."""
+        if not self.local:
+            return None
+        path = Path(self._path(uri))
+        with self._errors("write", uri):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(exist_ok=True)
+        return path
+
+    def put_log(
+        self,
+        run_id: str,
+        step_name: str,
+        local_path: str | os.PathLike[str],
+        attempt: int = 1,
+    ) -> str:
+        """Upload a local log file as attempt ``attempt`` of a step's log; returns its URI."""
+        return self.write_log(self.log_uri(run_id, step_name, attempt), local_path)
+
+    def write_log(self, uri: str, local_path: str | os.PathLike[str]) -> str:
+        """Write a local log file to ``uri`` (from ``log_uri``), replacing what was there."""
         with self._errors("write", uri):
             if self.local:
                 final = self._path(uri)
+                if os.path.abspath(local_path) == final:
+                    return uri  # the step wrote there directly
                 self._check_root()
                 _private_dirs(os.path.dirname(final))
                 with self._staging("log") as tmp:
@@ -163,6 +192,23 @@ class ArtifactStore:
             else:
                 self.fs.put_file(os.fspath(local_path), self._path(uri))
         return uri
+
+    def read_log(self, uri: str, offset: int = 0) -> bytes:
+        """A log's bytes from ``offset`` on (b"" when it does not exist yet)."""
+        path = self._path(uri)
+        with self._errors("read", uri):
+            try:
+                if self.local:
+                    with open(path, "rb") as fh:
+                        fh.seek(offset)
+                        return fh.read()
+                return bytes(self.fs.cat_file(path, start=offset or None))
+            except FileNotFoundError:
+                return b""
+            except OSError as err:
+                if offset and err.errno == errno.EINVAL:  # S3: a range at the end (InvalidRange)
+                    return b""
+                raise
 
     def read_text(self, uri: str) -> str:
         """A stored text file (a log), decoded as UTF-8 with undecodable bytes replaced."""

@@ -3,9 +3,11 @@
 An attempt that runs longer than ``step.timeout`` is killed through the launcher (its
 process group, or its container) and fails with "timed out after 30m"; a timed-out attempt
 is not retried (AWS Batch does the same). A failed attempt is launched again under the same
-step record while ``step.retries`` allows; every attempt appends to the step's one log,
-under a header naming the attempt. An orchestrator whose :class:`Prepared` says
-``native_retries`` / ``native_timeouts`` does that part itself and the driver leaves it be.
+step record while ``step.retries`` allows; each attempt writes its own log
+(``ArtifactStore.log_uri(run, step, attempt)``), which starts with a header naming the
+attempt and why the last one failed; ``mlstack logs`` shows them in order. An orchestrator
+whose :class:`Prepared` says ``native_retries`` / ``native_timeouts`` does that part itself
+and the driver leaves it be.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ class Attempts:
 
 
 def start_retry_log(log: Path, attempt: int, of: int, previous_error: str) -> None:
-    """Mark in the step's log where the next attempt begins (earlier attempts stay above)."""
+    """Start attempt ``attempt``'s own log with why the last one failed and which this is."""
     with log.open("a", encoding="utf-8") as out:
         out.write(f"\n===== mlstack: attempt {attempt - 1} failed: {previous_error} =====\n")
         out.write(f"===== mlstack: attempt {attempt} of {of} =====\n")

@@ -76,11 +76,11 @@ class DockerLauncher:
             ) from None
 
     def launch(self, step_id: str, log: Path, result: Path, step: Step | None = None) -> None:
-        # Appended to: a retried step's log keeps its earlier attempts (runner/attempts.py).
+        # ``log`` is on a mounted path (the store's own file on file://): what the step
+        # printed stays there however its container ends (runner/logs.py).
         command = (
-            f"exec python3 -m runner.entrypoint run-step --step-id {shlex.quote(step_id)}"
-            f" --result {shlex.quote(str(result))} --log {shlex.quote(str(log))}"
-            f" >> {shlex.quote(str(log))} 2>&1"
+            f"exec python3 -u -m runner.entrypoint run-step --step-id {shlex.quote(step_id)}"
+            f" --result {shlex.quote(str(result))} >> {shlex.quote(str(log))} 2>&1"
         )
         from runner.artifact_stores import container_env
 

@@ -24,6 +24,7 @@ from runner.deployers import deployer_for
 from runner.entrypoint import artifact_store_for
 from runner.errors import RunnerError, StepFailed
 from runner.fingerprint import Fingerprinter
+from runner.logs import LogPump
 from runner.orchestrators import orchestrator_for
 from runner.sdk import CompiledPipeline, Pipeline
 from stacks.common.process import log_tail
@@ -177,6 +178,9 @@ class _Driver:
         self.fail_fast = False
         self._warned: set[str] = set()
         self.attempts = Attempts(launcher, native_retries=False, native_timeouts=False)
+        on_lines = getattr(progress, "lines", None) if getattr(progress, "wants_lines", 0) else None
+        self.logs = LogPump(store, on_lines=on_lines)
+        self.log_paths: dict[str, Path] = {}  # invocation -> the file its attempt writes to
 
     def run(self, *, extra_spec: dict[str, Any], code_ref: str | None) -> RunResult:
         """Record the run, walk the DAG; ``extra_spec`` goes into every step's spec."""
@@ -207,6 +211,7 @@ class _Driver:
         except KeyboardInterrupt:
             status = "cancelled"
             self.launcher.close(kill=True)
+            self.logs.close()  # what the stopped steps printed, kept in the store
             cancelled = [
                 {"id": step_id, "status": "cancelled", "error": "run cancelled"}
                 for step_id in self.running
@@ -218,6 +223,7 @@ class _Driver:
                 self.progress.update(name, "cancelled")
             self.running.clear()
         finally:
+            self.logs.close()
             self._skip_rest(
                 "the run was cancelled" if status == "cancelled" else "an upstream step failed"
             )
@@ -274,6 +280,7 @@ class _Driver:
         """Stop every running step now (fail-fast): they are recorded as cancelled."""
         self.launcher.close(kill=True)
         for step_id, (name, started) in self.running.items():
+            self.logs.done(step_id)
             self.client.update_step(step_id, status="cancelled", error=reason)
             self.state[name] = "cancelled"
             self.results[name] = StepResult(
@@ -333,13 +340,21 @@ class _Driver:
         }
         if mode == "on" and self._try_cache(name, key, spec, inputs):
             return
-        step = self.client.create_step(self.run_id, name, spec=spec, cache_key=key)
+        uri = self.store.log_uri(self.run_id, name, 1)
+        step = self.client.create_step(self.run_id, name, spec=spec, cache_key=key, log_uri=uri)
         self.state[name] = "running"
         self.running[step.id] = (name, time.monotonic())
         self.progress.update(name, "running")
-        self.attempts.launch(
-            name, step.id, inv.step, self.tmp / f"{name}.log", self.tmp / f"{name}.json"
-        )
+        log = self._watch_log(step.id, name, uri, 1)
+        self.attempts.launch(name, step.id, inv.step, log, self.tmp / f"{name}.json")
+
+    def _watch_log(self, step_id: str, name: str, uri: str, attempt: int) -> Path:
+        """The file attempt ``attempt`` writes its output to, kept at ``uri`` (runner/logs.py)."""
+        scratch = self.tmp / (f"{name}.log" if attempt == 1 else f"{name}.attempt-{attempt}.log")
+        log = self.logs.path_for(uri, scratch)
+        self.log_paths[name] = log
+        self.logs.watch(step_id, name, log, uri)
+        return log
 
     def _try_cache(
         self, name: str, key: str, spec: dict[str, Any], inputs: dict[str, ArtifactOut]
@@ -383,6 +398,7 @@ class _Driver:
 
         name, started = self.running.pop(step_id)
         seconds = time.monotonic() - started
+        self.logs.done(step_id)
         result_file = self.tmp / f"{name}.json"
         data: dict[str, Any] = {}
         if result_file.exists():
@@ -405,7 +421,7 @@ class _Driver:
             return
         if not data and not timed_out:  # the child died before it could record anything
             self.client.update_step(step_id, status="failed", error=error)
-        tail = log_tail(self.tmp / f"{name}.log")
+        tail = log_tail(self.log_paths[name])
         self.results[name] = StepResult(
             name, "failed", step_id, seconds, error=error, log_tail=tail, crashed=not data,
             attempts=self.attempts.attempts_of(name) or 1,
@@ -421,7 +437,9 @@ class _Driver:
         if not self.attempts.retry_due(name, step, timed_out=False):
             return False
         attempt, of = self.attempts.attempts_of(name) + 1, step.retries + 1
-        log, result = self.tmp / f"{name}.log", self.tmp / f"{name}.json"
+        uri = self.store.log_uri(self.run_id, name, attempt)
+        self.client.update_step(step_id, log_uri=uri)
+        log, result = self._watch_log(step_id, name, uri, attempt), self.tmp / f"{name}.json"
         start_retry_log(log, attempt, of, error.splitlines()[0] if error else "")
         result.unlink(missing_ok=True)
         self.running[step_id] = (name, started)
@@ -431,16 +449,15 @@ class _Driver:
 
     def _record_timeout(self, name: str, step_id: str, error: str) -> None:
         """The killed attempt could not record itself: its status, error and log, from here."""
-        log = self.tmp / f"{name}.log"
-        log_uri = None
-        if log.exists():
-            with log.open("a", encoding="utf-8") as out:
-                out.write(f"\n===== mlstack: {error}: the step was killed =====\n")
-            try:
-                log_uri = self.store.put_log(self.run_id, name, log)
-            except RunnerError as exc:
-                self._warn(name, [f"its log was not uploaded: {exc}"])
-        self.client.update_step(step_id, status="failed", error=error, log_uri=log_uri)
+        log = self.log_paths[name]
+        with log.open("a", encoding="utf-8") as out:
+            out.write(f"\n===== mlstack: {error}: the step was killed =====\n")
+        uri = self.store.log_uri(self.run_id, name, self.attempts.attempts_of(name) or 1)
+        try:
+            self.store.write_log(uri, log)
+        except RunnerError as exc:
+            self._warn(name, [f"its log was not uploaded: {exc}"])
+        self.client.update_step(step_id, status="failed", error=error)
 
     def _skip_rest(self, reason: str) -> None:
         for name in self.compiled.order:

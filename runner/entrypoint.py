@@ -3,7 +3,10 @@
 ``python -m runner.entrypoint run-step --step-id ID`` (containers) and the local worker's
 forked children both call :func:`execute_step`: fetch the step's spec from the metadata
 server, load inputs from the artifact store, run the function, write outputs, and record
-status, timings, artifacts and lineage. The log is uploaded to the artifact store.
+status, timings, artifacts and lineage. The step's output goes to a log the caller opened
+(runner/logs.py); where nothing outside the container reads it (a remote orchestrator's
+job), ``run-step --capture`` runs the step as a child process and keeps its output in the
+artifact store itself, while it runs and however it ends.
 """
 
 from __future__ import annotations
@@ -135,6 +138,56 @@ def execute_step(
     return code
 
 
+def capture_step(step_id: str, outputs: StackOutputs, result_path: Path | None = None) -> int:
+    """Run one step in a child process whose stdout/stderr this process keeps in the store.
+
+    The attempt's log goes to ``ArtifactStore.log_uri(run, step, attempt)``, mirrored while
+    it grows; a child killed by a signal keeps what it printed, and its step is recorded as
+    failed with the signal named. SIGTERM and SIGINT are passed on to the child.
+    """
+    import shutil
+    import signal
+    import subprocess
+    import tempfile
+
+    from runner.logs import LogPump
+    from runner.metadata.client import MetadataClient
+
+    token = outputs.metadata.token
+    client = MetadataClient(
+        outputs.metadata.url,
+        token.get_secret_value() if token else "",
+        ca_pem=outputs.metadata.ca_pem,
+    )
+    store = artifact_store_for(outputs)
+    record = client.get_step(step_id)
+    attempt = int(record.spec.get("attempt") or 0) + 1  # the one the child is about to start
+    uri = store.log_uri(record.run_id, record.name, attempt)
+    client.update_step(step_id, log_uri=uri)
+    pump = LogPump(store)
+    scratch = Path(tempfile.mkdtemp(prefix="mlstack-step-")) / "step.log"
+    log = pump.path_for(uri, scratch)
+    argv = [sys.executable, "-u", "-m", "runner.entrypoint", "run-step", "--step-id", step_id]
+    if result_path is not None:
+        argv += ["--result", str(result_path)]
+    with open(log, "ab") as out:
+        child = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    pump.watch(step_id, record.name, log, uri)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _: child.send_signal(signum))
+    code = child.wait()
+    pump.done(step_id)
+    pump.close()
+    if code < 0:  # killed: it could not record anything itself
+        error = f"its process was killed by signal {signal.Signals(-code).name}"
+        if client.get_step(step_id).status.value not in ("completed", "failed", "cancelled"):
+            client.update_step(step_id, status="failed", error=error)
+        code = 128 - code
+    client.close()
+    shutil.rmtree(scratch.parent, ignore_errors=True)
+    return code
+
+
 def _split_outputs(names: tuple[str, ...], value: Any, step: str) -> dict[str, Any]:
     if len(names) == 1:
         return {names[0]: value}
@@ -154,13 +207,16 @@ def _describe_value(value: Any) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m runner.entrypoint run-step --step-id ID [--result FILE] [--log FILE]``."""
+    """``python -m runner.entrypoint run-step --step-id ID [--result FILE] [--capture]``."""
     parser = argparse.ArgumentParser(prog="python -m runner.entrypoint")
     sub = parser.add_subparsers(dest="command", required=True)
     run_step = sub.add_parser("run-step", help="execute one recorded step")
     run_step.add_argument("--step-id", required=True)
     run_step.add_argument("--result", type=Path)
     run_step.add_argument("--log", type=Path, help="a file that already receives the output")
+    run_step.add_argument(
+        "--capture", action="store_true", help="keep the step's output in the artifact store"
+    )
     args = parser.parse_args(argv)
     try:
         outputs = outputs_from_env()
@@ -172,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     except MlstackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.capture:
+        return capture_step(args.step_id, outputs, result_path=args.result)
     return execute_step(args.step_id, outputs, log_path=args.log, result_path=args.result)
 
 

@@ -219,7 +219,8 @@ def _terminate(children: dict[int, str], escalate: list[tuple[float, int]]) -> N
 
 
 def _child(request: dict[str, Any], outputs: StackOutputs, fds: tuple[int, ...]) -> NoReturn:
-    """One step, in a fresh fork of the worker: output to its log, then exit."""
+    """One step, in a fresh fork of the worker: output appended to its log (the store's file
+    on file://, see runner/logs.py), then exit."""
     code = 1
     try:
         with contextlib.suppress(OSError):
@@ -234,12 +235,13 @@ def _child(request: dict[str, Any], outputs: StackOutputs, fds: tuple[int, ...])
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
         os.close(log_fd)
+        from runner.logs import unbuffered_stdio
+
+        unbuffered_stdio()  # the log is outside this process: a SIGKILL loses nothing printed
         os.environ.update(request.get("env") or {})
         from runner.entrypoint import execute_step
 
-        code = execute_step(
-            request["step_id"], outputs, log_path=log, result_path=Path(request["result"])
-        )
+        code = execute_step(request["step_id"], outputs, result_path=Path(request["result"]))
     except BaseException:
         import traceback
 

@@ -248,7 +248,10 @@ def create_step(run_id: str, body: StepCreate, session: SessionDep) -> StepOut:
     """Record a step of a run; its name must be new within the run."""
     fetch_or_404(session, Run, run_id, "run")
     fields: dict[str, Any] = {"status": body.status}
-    step = Step(run_id=run_id, name=body.name, spec=body.spec, cache_key=body.cache_key)
+    step = Step(
+        run_id=run_id, name=body.name, spec=body.spec, cache_key=body.cache_key,
+        log_uri=body.log_uri,
+    )  # fmt: skip
     _stamp(fields, step, TERMINAL_STEP_STATUSES)
     _apply(step, fields)
     session.add(step)

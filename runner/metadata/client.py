@@ -203,11 +203,13 @@ class MetadataClient:
         spec: dict[str, Any] | None = None,
         cache_key: str | None = None,
         status: StepStatus | str | None = None,
+        log_uri: str | None = None,
     ) -> StepOut:
         """Record step ``name`` of a run (``pending`` unless ``status`` says otherwise)."""
         body = encode_body(
-            StepCreate, "step", name=name, spec=spec or {}, cache_key=cache_key, status=status
-        )
+            StepCreate, "step", name=name, spec=spec or {}, cache_key=cache_key, status=status,
+            log_uri=log_uri,
+        )  # fmt: skip
         path = f"/runs/{_quote(run_id)}/steps"
         return self._http.call(_STEP, "POST", path, body, what=f"run {run_id}")
 

@@ -212,6 +212,7 @@ class StepCreate(_In):
     spec: JsonObject = Field(default_factory=dict)
     cache_key: KeyStr | None = None
     status: StepStatus = StepStatus.PENDING
+    log_uri: str | None = None
 
 
 class StepUpdate(_In):
