@@ -173,7 +173,7 @@ def follow(
         if uri is not None:
             data = store.read_log(uri, offset)
             if data:
-                cut = _whole_chars(data)
+                cut = whole_chars(data)
                 offset += cut
                 yield data[:cut].decode("utf-8", errors="replace")
         if status in TERMINAL:
@@ -185,8 +185,8 @@ def follow(
         time.sleep(poll)
 
 
-def _whole_chars(data: bytes) -> int:
-    """The length of ``data`` up to its last complete UTF-8 character."""
+def whole_chars(data: bytes) -> int:
+    """The length of ``data`` up to its last complete UTF-8 character (a chunk never splits one)."""
     for back in range(1, min(4, len(data)) + 1):
         byte = data[-back]
         if byte & 0xC0 != 0x80:  # ASCII or a lead byte

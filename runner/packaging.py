@@ -210,19 +210,23 @@ CMD ["python", "-m", "runner.entrypoint", "--help"]
 # --- the build context, build and push ------------------------------------------------------
 
 
+def tar_add(tar: tarfile.TarFile, name: str, data: bytes | Path) -> None:
+    """Add ``data`` (bytes, or a file streamed: wheels can be hundreds of MB) as ``name``,
+    0644 with no time or owner, so the same inputs give the same build context."""
+    info = tarfile.TarInfo(name)
+    info.mode, info.mtime = 0o644, 0
+    if isinstance(data, Path):
+        info.size = data.stat().st_size
+        with open(data, "rb") as f:
+            tar.addfile(info, f)
+    else:
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+
 def write_context(out: Any, dockerfile: str, requirements: list[str], wheels: Path) -> None:
     """A deterministic tar (sorted, no times or owners) of everything the build copies."""
-
-    def add(tar: tarfile.TarFile, name: str, data: bytes | Path) -> None:
-        info = tarfile.TarInfo(name)
-        info.mode, info.mtime = 0o644, 0
-        if isinstance(data, Path):  # streamed: wheels can be hundreds of MB
-            info.size = data.stat().st_size
-            with open(data, "rb") as f:
-                tar.addfile(info, f)
-        else:
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    add = tar_add
 
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         add(tar, "Dockerfile", dockerfile.encode())

@@ -29,7 +29,7 @@ from runner.base_image import (
     push_image,
     registry_has_tag,
 )
-from runner.packaging import RUNTIME_DIR, follow_build
+from runner.packaging import RUNTIME_DIR, follow_build, tar_add
 from runner.registry_auth import RegistryAuth, registry_auth_for_ref
 from runner.requirements import resolve_wheels
 
@@ -183,16 +183,7 @@ def _installed_requirements(docker: Any, image: str) -> list[str]:
 
 
 def _write_context(out: Any, dockerfile: str, pins: list[str], wheels: list[Path]) -> None:
-    def add(tar: tarfile.TarFile, name: str, data: bytes | Path) -> None:
-        info = tarfile.TarInfo(name)
-        info.mode, info.mtime = 0o644, 0
-        if isinstance(data, Path):
-            info.size = data.stat().st_size
-            with open(data, "rb") as f:
-                tar.addfile(info, f)
-        else:
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    add = tar_add
 
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         add(tar, "Dockerfile", dockerfile.encode())

@@ -178,19 +178,11 @@ def step_log(
     except FileNotFoundError:
         raise HTTPException(http.HTTP_404_NOT_FOUND, detail="the step's log file is gone") from None
     start = min(offset, size)
-    cut = _whole_chars(data)
+    from runner.logs import whole_chars
+
+    cut = whole_chars(data)
     text = data[:cut].decode("utf-8", errors="replace")
     return LogChunk(text=text, offset=start, next_offset=start + cut, size=size)
-
-
-def _whole_chars(data: bytes) -> int:
-    """The length of ``data`` up to its last complete UTF-8 character (a chunk never splits one)."""
-    for back in range(1, min(4, len(data)) + 1):
-        byte = data[-back]
-        if byte & 0xC0 != 0x80:  # ASCII or a lead byte
-            need = 1 if byte < 0x80 else 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
-            return len(data) if need <= back else len(data) - back
-    return len(data)
 
 
 def _log_path(log_uri: str | None) -> Path:

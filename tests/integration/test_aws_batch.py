@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,8 +22,7 @@ from runner.driver import RunResult, run
 from runner.errors import RunnerError, StepFailed
 from runner.loader import load_pipeline
 from stacks.outputs import StackOutputs
-from tests.aws_stack import REGION, BatchStack, aws_batch_stack
-from tests.conftest import run_cli, stack_up
+from tests.aws_stack import REGION, BatchStack, batch_harness
 
 pytestmark = [pytest.mark.docker, pytest.mark.services]
 
@@ -39,50 +37,14 @@ LOCAL_SPEC = (
 )
 
 
-def engine_ready() -> str | None:
-    try:
-        import docker
-
-        docker.from_env().ping()
-    except Exception as exc:
-        return f"no Docker Engine reachable ({type(exc).__name__})"
-    if shutil.which("docker-registry") is None:
-        return "Debian's docker-registry is not installed"
-    return None
-
-
 @pytest.fixture(scope="module")
 def stack(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BatchStack]:
-    reason = engine_ready()
-    if reason:
-        pytest.skip(reason)
     home = tmp_path_factory.mktemp("batch-home")
-    with pytest.MonkeyPatch.context() as env:
-        for key, value in {
-            "AWS_ENDPOINT_URL": moto_server,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_REGION": REGION,
-            "AWS_DEFAULT_REGION": REGION,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-            "NO_PROXY": "127.0.0.1,localhost",
-            "no_proxy": "127.0.0.1,localhost",
-            "MLSTACK_HOME": str(home),
-        }.items():
-            env.setenv(key, value)
-        for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE"):
-            env.delenv(key, raising=False)
-        built = run_cli("base-image", "build", "--tag", BASE, timeout=1800)
-        assert built.returncode == 0, built.stderr
-        with (
-            stack_up(home, LOCAL, LOCAL_SPEC) as local,
-            aws_batch_stack(local["outputs"], BASE) as batch,
-        ):
-            env.setenv("MLSTACK_BATCH_CREDENTIALS_URI", batch.credentials.url)
-            try:
-                yield batch
-            finally:
-                stop_every_job(batch)
+    with batch_harness(moto_server, home, LOCAL, LOCAL_SPEC, BASE) as (_, batch):
+        try:
+            yield batch
+        finally:
+            stop_every_job(batch)  # before the stacks go down
 
 
 def stop_every_job(stack: BatchStack) -> None:

@@ -25,8 +25,7 @@ from runner.serving_image import serving_ref, split_ref
 from stacks.common.aws_naming import physical_name
 from stacks.common.tags import STACK_ID_TAG
 from stacks.outputs import MlflowTrackerOutputs, SageMakerDeployerOutputs, StackOutputs
-from tests.aws_stack import REGION, aws_batch_stack
-from tests.conftest import run_cli, stack_up
+from tests.aws_stack import REGION, batch_harness
 
 pytestmark = [pytest.mark.docker, pytest.mark.services]
 
@@ -42,43 +41,15 @@ LOCAL_SPEC = (
 
 @pytest.fixture(scope="module")
 def outputs(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackOutputs]:
-    from tests.integration.test_aws_batch import engine_ready
-
-    reason = engine_ready()
-    if reason:
-        pytest.skip(reason)
     home = tmp_path_factory.mktemp("sm-e2e-home")
-    with pytest.MonkeyPatch.context() as env:
-        for key, value in {
-            "AWS_ENDPOINT_URL": moto_server,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_REGION": REGION,
-            "AWS_DEFAULT_REGION": REGION,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-            "NO_PROXY": "127.0.0.1,localhost",
-            "no_proxy": "127.0.0.1,localhost",
-            "MLSTACK_HOME": str(home),
-        }.items():
-            env.setenv(key, value)
-        for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE"):
-            env.delenv(key, raising=False)
-        built = run_cli("base-image", "build", "--tag", BASE, timeout=1800)
-        assert built.returncode == 0, built.stderr
-        with (
-            stack_up(home, LOCAL, LOCAL_SPEC) as local,
-            aws_batch_stack(local["outputs"], BASE) as batch,
-        ):
-            env.setenv("MLSTACK_BATCH_CREDENTIALS_URI", batch.credentials.url)
-            role = batch.outputs.orchestrator.job_role_arn  # type: ignore[union-attr]
-            yield batch.outputs.model_copy(
-                update={
-                    "tracker": MlflowTrackerOutputs(uri=local["outputs"]["tracker"]["uri"]),
-                    "deployer": SageMakerDeployerOutputs(
-                        role_arn=role, instance_type="ml.m5.large"
-                    ),
-                }
-            )
+    with batch_harness(moto_server, home, LOCAL, LOCAL_SPEC, BASE) as (local, batch):
+        role = batch.outputs.orchestrator.job_role_arn  # type: ignore[union-attr]
+        yield batch.outputs.model_copy(
+            update={
+                "tracker": MlflowTrackerOutputs(uri=local["outputs"]["tracker"]["uri"]),
+                "deployer": SageMakerDeployerOutputs(role_arn=role, instance_type="ml.m5.large"),
+            }
+        )
 
 
 @pytest.mark.timeout(1500)  # the example's image (pandas, pyarrow, scikit-learn) is large
