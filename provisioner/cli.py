@@ -219,6 +219,10 @@ def down(name: str, yes: bool, as_json: bool, force: bool) -> None:
     from provisioner.teardown import teardown
 
     rec = api.record(name)  # a clear error for an unknown name before asking anything
+    if rec.status != "destroyed" and rec.outputs:
+        from provisioner.cli_runs import reap_quietly
+
+        reap_quietly(name)  # a killed driver's run: failed, its MLflow run ended, first
     active = _active_runs(name) if rec.status != "destroyed" and rec.outputs else []
     if active and not force:
         from runner.active_runs import RunsActive, describe
@@ -237,9 +241,6 @@ def down(name: str, yes: bool, as_json: bool, force: bool) -> None:
 
         for run in cancel_runs(active):
             click.echo(f"cancelled run {run.id[:12]} ({run.pipeline})", err=True)
-    from provisioner.cli_runs import reap_quietly
-
-    reap_quietly(name)  # a killed driver's MLflow run is ended while the tracker still runs
     with LiveProgress(f"mlstack down {name}") as progress:
         report = teardown(name, progress=progress)
     if as_json:

@@ -162,8 +162,8 @@ class ArtifactStore:
             return None
         path = Path(self._path(uri))
         with self._errors("write", uri):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch(exist_ok=True)
+            _private_dirs(str(path.parent))
+            path.touch(mode=0o600, exist_ok=True)  # what a step prints is the user's
         return path
 
     def put_log(
