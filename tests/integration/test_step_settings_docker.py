@@ -68,7 +68,9 @@ def write(folder: Path, body: str) -> str:
 def stack_containers() -> list:
     import docker
 
-    return docker.from_env().containers.list(all=True, filters={"label": f"mlstack.stack={STACK}"})
+    return docker.from_env().containers.list(
+        all=True, filters={"label": f"mlstack.stack={STACK}"}, ignore_removed=True
+    )
 
 
 def test_cpu_and_memory_are_the_containers_limits(stack: dict, tmp_path: Path) -> None:
