@@ -40,7 +40,11 @@ for name in names:
 
 
 def check_imports(
-    client: Any, image: str, source: PipelineSource, runtime_modules: Iterable[str] = ()
+    client: Any,
+    image: str,
+    source: PipelineSource,
+    runtime_modules: Iterable[str] = (),
+    labels: dict[str, str] | None = None,
 ) -> bool:
     """Import the pipeline's module (then ``runtime_modules``) in ``image``; True if it ran.
 
@@ -64,7 +68,7 @@ def check_imports(
             init=True,
             volumes={source.root: {"bind": source.root, "mode": "ro"}},
             working_dir=source.root,
-            labels={"mlstack.purpose": "import-check"},
+            labels={**(labels or {}), "mlstack.purpose": "import-check"},  # sweep finds it
         )
         container.start()
         code = int(container.wait(timeout=300).get("StatusCode", 1))

@@ -73,7 +73,9 @@ def _docker(stack_id: str) -> tuple[object | None, list[tuple[FoundResource, obj
         return None, []
     label = f"{DOCKER_LABEL}={stack_id}"
     found: list[tuple[FoundResource, object]] = []
-    for container in client.containers.list(all=True, filters={"label": label}):
+    for container in client.containers.list(
+        all=True, filters={"label": label}, ignore_removed=True
+    ):
         found.append(
             (
                 FoundResource(

@@ -39,8 +39,9 @@ class DockerOrchestrator(Orchestrator):
         progress.update("image", verb, f"{build.image} ({build.reason})")
         launcher = DockerLauncher(self.outputs, build.image, scratch, run_label="")
         progress.update("imports", "running", f"importing {compiled.source.module} in the image")
+        labels = {"mlstack.stack": self.outputs.stack, "mlstack.stack-id": self.outputs.stack_id}
         checked = check_imports(
-            launcher.client, build.image, compiled.source, build.runtime_modules
+            launcher.client, build.image, compiled.source, build.runtime_modules, labels
         )
         progress.update("imports", "completed", "checked" if checked else "checked before")
         code = package_code(compiled.source, store)

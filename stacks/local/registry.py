@@ -87,7 +87,9 @@ def remove_docker_objects(stack: str) -> list[str]:
 
     removed: list[str] = []
     label = f"mlstack.stack={stack}"
-    for container in client.containers.list(all=True, filters={"label": label}):
+    for container in client.containers.list(
+        all=True, filters={"label": label}, ignore_removed=True
+    ):
         try:
             container.remove(force=True)
             removed.append(f"container {container.short_id}")

@@ -159,7 +159,7 @@ def test_down_refuses_during_a_run_and_force_cancels_it_docker(
         label = {"label": f"mlstack.stack={name}"}
 
         def step_container_running() -> bool:
-            found = client.containers.list(filters=label)  # the import check's has no step
+            found = client.containers.list(filters=label, ignore_removed=True)  # check: no step
             return any(c.labels.get("mlstack.step") for c in found)
 
         wait_for("the step's container", lambda: step_container_running() or driver.poll())

@@ -68,7 +68,9 @@ def write(folder: Path, body: str) -> str:
 def stack_containers() -> list:
     import docker
 
-    return docker.from_env().containers.list(all=True, filters={"label": f"mlstack.stack={STACK}"})
+    return docker.from_env().containers.list(
+        all=True, filters={"label": f"mlstack.stack={STACK}"}, ignore_removed=True
+    )
 
 
 def test_cpu_and_memory_are_the_containers_limits(stack: dict, tmp_path: Path) -> None:
@@ -190,12 +192,14 @@ def test_a_gpu_request_on_a_machine_without_gpus_is_one_clear_line(
             train()
         """,
     )
-    before = {c.id for c in docker.from_env().containers.list(all=True)}
+    # This stack's containers only (the probe and the import check carry its label from the
+    # image): other people's containers come and go on a shared engine.
+    before = {c.id for c in stack_containers()}
     proc = run_cli("run", ref, "--stack", STACK, timeout=900)
     assert proc.returncode == 1
     lines = [line for line in proc.stderr.strip().splitlines() if line.startswith("error")]
     assert len(lines) == 1, proc.stderr[-3000:]
     assert "asks for 1 GPU(s) but the Docker Engine cannot provide them" in lines[0]
     assert "Traceback" not in proc.stderr
-    after = {c.id for c in docker.from_env().containers.list(all=True)}
+    after = {c.id for c in stack_containers()}
     assert not (after - before), "the GPU probe left a container behind"
