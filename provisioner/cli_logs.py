@@ -116,8 +116,9 @@ def logs(run_id: str, step: str | None, stack: str | None, follow: bool) -> None
             continue
         if step is None:
             click.echo(f"===== {s.name} ({s.status.value}) =====")
-        if s.log_uri:
-            text = "".join(store.read_text(uri) for uri in _attempt_logs(store, detail.id, s))
+        kept = [u for u in _attempt_logs(store, detail.id, s) if store.exists(u)]
+        if kept:
+            text = "".join(store.read_text(uri) for uri in kept)
             click.echo(text if text else "(the step printed nothing)", nl=not text)
         elif s.status.value == "cached":
             click.echo("(cached: the step did not run; see the run it came from)")
@@ -127,9 +128,11 @@ def logs(run_id: str, step: str | None, stack: str | None, follow: bool) -> None
 
 def _attempt_logs(store: Any, run_id: str, step: Any) -> list[str]:
     """The log URIs of every attempt of ``step``, first to last (see ArtifactStore.log_uri)."""
+    if not step.log_uri:
+        return []
     attempts = int(step.spec.get("attempt") or 0)
     earlier = [store.log_uri(run_id, step.name, n) for n in range(1, attempts)]
-    return [uri for uri in earlier if uri != step.log_uri and store.exists(uri)] + [step.log_uri]
+    return [uri for uri in earlier if uri != step.log_uri] + [step.log_uri]
 
 
 def _follow(client: MetadataClient, store: Any, run_id: str, step: str | None) -> None:

@@ -116,6 +116,7 @@ def run(
         deployer_for(outputs).prepare_image(ready.extra_spec.get("image"), progress)
         driver = _Driver(compiled, outputs, launcher, store, no_cache, progress, scratch)
         driver.fail_fast = pipeline.fail_fast if fail_fast is None else fail_fast
+        driver.remote_logs = ready.remote_logs
         driver.attempts = Attempts(
             launcher, native_retries=ready.native_retries, native_timeouts=ready.native_timeouts
         )
@@ -181,6 +182,7 @@ class _Driver:
         on_lines = getattr(progress, "lines", None) if getattr(progress, "wants_lines", 0) else None
         self.logs = LogPump(store, on_lines=on_lines)
         self.log_paths: dict[str, Path] = {}  # invocation -> the file its attempt writes to
+        self.remote_logs = False  # the orchestrator's jobs keep their logs (Prepared)
 
     def run(self, *, extra_spec: dict[str, Any], code_ref: str | None) -> RunResult:
         """Record the run, walk the DAG; ``extra_spec`` goes into every step's spec."""
@@ -351,9 +353,10 @@ class _Driver:
     def _watch_log(self, step_id: str, name: str, uri: str, attempt: int) -> Path:
         """The file attempt ``attempt`` writes its output to, kept at ``uri`` (runner/logs.py)."""
         scratch = self.tmp / (f"{name}.log" if attempt == 1 else f"{name}.attempt-{attempt}.log")
-        log = self.logs.path_for(uri, scratch)
+        log = scratch if self.remote_logs else self.logs.path_for(uri, scratch)
         self.log_paths[name] = log
-        self.logs.watch(step_id, name, log, uri)
+        if not self.remote_logs:
+            self.logs.watch(step_id, name, log, uri)
         return log
 
     def _try_cache(
@@ -440,7 +443,8 @@ class _Driver:
         uri = self.store.log_uri(self.run_id, name, attempt)
         self.client.update_step(step_id, log_uri=uri)
         log, result = self._watch_log(step_id, name, uri, attempt), self.tmp / f"{name}.json"
-        start_retry_log(log, attempt, of, error.splitlines()[0] if error else "")
+        if not self.remote_logs:
+            start_retry_log(log, attempt, of, error.splitlines()[0] if error else "")
         result.unlink(missing_ok=True)
         self.running[step_id] = (name, started)
         self.progress.update(name, "running", f"attempt {attempt} of {of} (after: {error[:80]})")

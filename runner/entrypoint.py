@@ -68,7 +68,7 @@ def execute_step(
         image=spec.get("image"),
     )
     ctx.__dict__["metadata"] = client  # reuse this connection for the step's own calls
-    client.update_step(step_id, status="running")
+    attempt = int(client.update_step(step_id, status="running").spec.get("attempt") or 1)
     store = artifact_store_for(outputs)
     result: dict[str, Any] = {"step_id": step_id, "outputs": {}}
     code = EXIT_OK
@@ -125,7 +125,8 @@ def execute_step(
     log_uri = None
     if log_path is not None and log_path.exists():
         try:
-            log_uri = store.put_log(record.run_id, record.name, log_path)
+            # Each attempt its own log (an orchestrator's native retries too).
+            log_uri = store.put_log(record.run_id, record.name, log_path, attempt)
         except Exception as exc:  # a lost log must not hide the step's result
             print(f"mlstack: could not upload the step log: {exc}", file=sys.stderr)
     client.update_step(step_id, status=status, error=error, log_uri=log_uri)

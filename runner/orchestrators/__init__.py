@@ -31,6 +31,9 @@ class Prepared:
 
     ``native_retries`` / ``native_timeouts``: the orchestrator itself retries failed attempts
     (``step.retries``) / stops attempts over ``step.timeout``, so the driver does not.
+    ``remote_logs``: the step's output never reaches the log file the driver hands the
+    launcher; the job keeps it in the store itself (``run-step --log`` or ``--capture``, at
+    ``ArtifactStore.log_uri(run, step, attempt)``), so the driver neither mirrors nor marks it.
     """
 
     launcher: Any
@@ -38,6 +41,7 @@ class Prepared:
     code_ref: str | None = None
     native_retries: bool = False
     native_timeouts: bool = False
+    remote_logs: bool = False
 
 
 class Orchestrator:

@@ -215,4 +215,5 @@ class AwsBatchOrchestrator(Orchestrator):
             {"code": code.as_dict(), "image": build.image},
             code.describe(),
             native_timeouts=True,
+            remote_logs=True,  # the job uploads its log (step_command's --log)
         )

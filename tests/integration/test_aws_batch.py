@@ -180,6 +180,14 @@ def test_a_step_with_retries_that_fails_once_succeeds(stack: BatchStack) -> None
     assert [j["status"] for j in jobs] == ["FAILED", "SUCCEEDED"]
     assert "first attempt: failing on purpose" in job_log(jobs[0])
     assert "second attempt: succeeding" in job_log(jobs[1])
+    # Each attempt's log is in the bucket at log_uri(run, step, attempt), none overwritten.
+    from runner.artifact_stores import open_store
+
+    store = open_store(stack.outputs)
+    first, second = (store.log_uri(result.run_id, "flaky", n) for n in (1, 2))
+    assert "first attempt: failing on purpose" in store.read_text(first)
+    assert "second attempt: succeeding" in store.read_text(second)
+    assert "first attempt" not in store.read_text(second)
 
 
 def test_a_step_over_its_timeout_is_terminated(stack: BatchStack) -> None:

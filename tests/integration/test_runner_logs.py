@@ -257,6 +257,8 @@ def test_run_ids_resolve_across_up_stacks_and_stack_only_disambiguates(
     )["run_id"]
     assert "quick step ran" in run_cli("logs", mine, check=True).stdout
     assert "quick step ran" in run_cli("logs", mine[:10], "quick", check=True).stdout
+    whole = run_cli("logs", mine, "--follow", timeout=60, check=True).stdout  # ended: returns
+    assert "===== quick =====" in whole and "quick step ran" in whole
     shown = json.loads(run_cli("run-show", mine[:10], "--json", check=True).stdout)
     assert (shown["id"], shown["stack"]) == (mine, OTHER)
     from runner import load
