@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -49,7 +50,7 @@ def client(metadata: ServerProcess) -> Iterator[MetadataClient]:
         yield metadata_client
 
 
-def _outputs(metadata: ServerProcess) -> StackOutputs:
+def _outputs(metadata: ServerProcess, token: str | None = TOKEN) -> StackOutputs:
     stack = f"res{secrets.token_hex(3)}"
     data = aws_outputs_data(
         stack,
@@ -57,7 +58,8 @@ def _outputs(metadata: ServerProcess) -> StackOutputs:
         region=REGION,
         tags={"mlstack:owner": "tester"},
         container_registry={"kind": "ecr", "url": f"{ACCOUNT_REGISTRY}/mlstack-{stack}"},
-        metadata={"url": metadata.url, "token": TOKEN},
+        secrets={"kind": "aws_secrets_manager", "prefix": f"mlstack/{stack}/", "region": REGION},
+        metadata={"url": metadata.url, "token": token},
     )
     return StackOutputs.model_validate(data)
 
@@ -218,3 +220,55 @@ def test_drain_without_a_metadata_client_still_drains_by_tag(
     assert [(r.kind, r.arn, r.deleted) for r in result.drained] == [
         ("batch:job-definition", arn, True)
     ]
+
+
+def test_down_drains_the_recorded_resources_and_stops_on_a_leftover(
+    aws_env: str,
+    home: Path,
+    metadata: ServerProcess,
+    client: MetadataClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``mlstack down``'s drain reaches the stack's metadata server through its outputs and
+    the token in Secrets Manager, as the CLI does."""
+    from provisioner.engines.pulumi import AwsEngine, PulumiEngine
+    from provisioner.state import StackRecord, StateRegistry
+    from stacks.common.constants import TOKEN_SECRET
+    from stacks.common.errors import EngineError
+
+    out = _outputs(metadata)
+    public = out.model_copy(update={"metadata": out.metadata.model_copy(update={"token": None})})
+    boto3.client("secretsmanager", region_name=REGION).create_secret(
+        Name=f"mlstack/{out.stack}/{TOKEN_SECRET}", SecretString=TOKEN
+    )
+    made = _create(out, client)
+    leftover = client.record_resource(out.stack, "sagemaker:notebook-instance", "nb")
+    registry = StateRegistry(home)
+    registry.save(
+        StackRecord(
+            name=out.stack,
+            stack_id=out.stack_id,
+            provider="aws",
+            status="up",
+            spec={"name": out.stack, "provider": "aws", "region": REGION},
+            spec_hash="x",
+            outputs=public,
+        )
+    )
+    destroyed: list[bool] = []
+
+    def destroy(self: PulumiEngine, rec: StackRecord) -> tuple[list[str], list[str]]:
+        # Stands in for the Pulumi destroy (no Pulumi CLI here): what exists when it starts.
+        destroyed.append(not any(_exists(made).values()))
+        return ["pulumi destroy"], []
+
+    monkeypatch.setattr(PulumiEngine, "_down", destroy)
+    monkeypatch.setattr(PulumiEngine, "_command", lambda self: object())  # no Pulumi CLI here
+    with pytest.raises(EngineError) as refused:
+        AwsEngine(registry, NullProgress()).down(out.stack)
+    assert "sagemaker:notebook-instance nb" in str(refused.value) and destroyed == []
+    assert _exists(made) == dict.fromkeys(KINDS, False)  # the rest went all the same
+    client.mark_resource_deleted(leftover.id)  # the operator removed it by hand
+    result = AwsEngine(registry, NullProgress()).down(out.stack)
+    assert destroyed == [True] and result.stopped == ["pulumi destroy"]
+    assert client.list_resources(stack=out.stack, live=True) == []
