@@ -7,7 +7,8 @@ what was never recorded: runtime resources found by the stack's exact tag (SageM
 endpoints, endpoint configs, models, Batch job definitions), through the stack's job queues
 (active jobs) and its tagged ECR repositories (pushed images; the repository itself stays for
 Pulumi to delete). Each endpoint's delete schedule goes too. An endpoint counts as drained
-only once it is gone."""
+only once it is gone.
+"""
 
 from __future__ import annotations
 
@@ -97,7 +98,10 @@ def drain_recorded(
     is already gone counts as deleted. What fails keeps its error (a leftover)."""
     from runner.errors import MetadataError
 
-    rows = client.list_resources(stack=stack, live=True, limit=10000)
+    try:
+        rows = client.list_resources(stack=stack, live=True, limit=10000)
+    except MetadataError:  # the server went away: the tag-based drain still runs
+        return []
     drained = []
     for row in sorted(rows, key=lambda r: (rank(r.kind), r.created_at)):
         res = FoundResource(
@@ -192,7 +196,7 @@ def _metadata_client(name: str, progress: Progress) -> MetadataClient | None:
         return client
     except Exception as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
-        progress.update("drain", "running", f"recorded resources skipped ({reason}); by tag only")
+        progress.update("drain", "stopping", f"no recorded resources ({reason}); by tag only")
         return None
 
 
