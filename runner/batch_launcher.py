@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.cloudwatch_logs import job_log_tail
-from runner.errors import RunnerError
+from runner.errors import MetadataError, RunnerError
 from runner.orchestrators.aws_batch import stack_client
 from runner.worker import Finished
 from stacks.common.constants import OUTPUTS_ENV
@@ -152,6 +152,7 @@ class BatchLauncher:
         self._wake = threading.Event()
         self._client: MetadataClient | None = None
         self._poll_warned = False
+        self._recorded: set[str] = set()  # job definitions recorded on the metadata server
 
     # -- the driver's interface ------------------------------------------------------------
 
@@ -163,6 +164,7 @@ class BatchLauncher:
         timeout = step.timeout if step is not None else None
         resources = step.resources if step is not None else StepResources()
         definition = self.definitions.for_resources(resources, name)
+        self._record_definition(definition)
         env = job_environment(self.outputs)
         kwargs: dict[str, Any] = {
             "jobName": job_name(self.run_label, name),
@@ -372,6 +374,18 @@ class BatchLauncher:
 
         with contextlib.suppress(BotoCoreError, ClientError):
             self.batch.terminate_job(jobId=job_id, reason=reason)
+
+    def _record_definition(self, arn: str) -> None:
+        """The job definition the run uses (registered or reused), recorded once so the
+        drain deregisters it (best effort: a run never fails on it)."""
+        from runner.runtime_resources import record
+
+        if arn in self._recorded:
+            return
+        self._recorded.add(arn)
+        name = arn.rsplit("/", 1)[-1]  # name:revision
+        with contextlib.suppress(MetadataError):
+            record(self._metadata(), self.outputs, "batch:job-definition", name, arn=arn)
 
     def _metadata(self) -> MetadataClient:
         if self._client is None:

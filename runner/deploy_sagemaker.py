@@ -31,6 +31,7 @@ from runner.deploy import LIVE, DeployConflict, DeployError, Deployment
 from runner.deployers import Deployer
 from runner.endpoints import check_name
 from runner.errors import MetadataError, RunnerError
+from runner.runtime_resources import mark_deleted, record
 from stacks.common.aws_naming import physical_name
 from stacks.common.tags import EXPIRES_TAG, STACK_ID_TAG, STACK_TAG
 from stacks.outputs import S3ArtifactStoreOutputs, SageMakerDeployerOutputs, StackOutputs
@@ -103,7 +104,7 @@ class SageMakerDeployer(Deployer):
                 )  # fmt: skip
             except MetadataError as exc:
                 raise DeployConflict(exc.headline, exc.hint) from None
-            created = _Created(client, record.id)
+            created = _Created(client, record.id, self.outputs)
             try:
                 self._deploy(created, endpoint, model_name, version, name, serving_ref(image))
             except BaseException:
@@ -123,9 +124,11 @@ class SageMakerDeployer(Deployer):
         if endpoint and deployment.status in LIVE:
             self._delete_endpoint(endpoint)
             self._drop_schedule(endpoint)
+            mark_deleted(client, self.outputs.stack, "sagemaker:endpoint", endpoint)
         for res in resources:
             if res["kind"] != "sagemaker:endpoint":
                 self._delete(res["kind"], res["name"])
+                mark_deleted(client, self.outputs.stack, res["kind"], res["name"])
         gone = [{**r, "state": "deleted"} for r in resources]
         client.update_deployment(deployment.id, status="stopped", details={"resources": gone})
 
@@ -258,6 +261,7 @@ class SageMakerDeployer(Deployer):
         for res in resources:
             if res["kind"] != "sagemaker:endpoint":
                 self._delete(res["kind"], res["name"])
+                mark_deleted(client, self.outputs.stack, res["kind"], res["name"])
         gone = [{**r, "state": "deleted" if r["name"] != keep else "moved"} for r in resources]
         client.update_deployment(old.id, status="stopped", details={"resources": gone})
 
@@ -266,9 +270,11 @@ class SageMakerDeployer(Deployer):
         with contextlib.suppress(Exception):
             if created.new_endpoint:
                 self._delete_endpoint(endpoint)
+                mark_deleted(created.client, self.outputs.stack, "sagemaker:endpoint", endpoint)
             for kind, name in reversed(created.made):
                 if kind != "sagemaker:endpoint":
                     self._delete(kind, name)
+                    mark_deleted(created.client, self.outputs.stack, kind, name)
 
     # -- deleting and waiting -----------------------------------------------------------------
 
@@ -419,8 +425,8 @@ class SageMakerDeployer(Deployer):
 class _Created:
     """Records each resource on the deployment before it is created, then its ARN."""
 
-    def __init__(self, client: MetadataClient, record_id: str) -> None:
-        self.client, self.record_id = client, record_id
+    def __init__(self, client: MetadataClient, record_id: str, outputs: StackOutputs) -> None:
+        self.client, self.record_id, self.outputs = client, record_id, outputs
         self.resources: list[dict[str, str]] = []
         self.made: list[tuple[str, str]] = []
         self.arn: str | None = None
@@ -436,6 +442,7 @@ class _Created:
         self.made.append((kind, name))
         entry.update(state="created", arn=self.arn or "")
         self._save()
+        record(self.client, self.outputs, kind, name, arn=self.arn)
 
     def _save(self) -> None:
         self.client.update_deployment(

@@ -48,6 +48,7 @@ from runner.requirements import (
     resolve_wheels,
     runtime_needs,
 )
+from runner.runtime_resources import record_pushed_image
 from stacks.common.docker_engine import DockerUnavailable
 from stacks.outputs import StackOutputs
 
@@ -369,7 +370,9 @@ def ensure_image(
         why = recorder.why_build()
         built = _build_if_missing(docker, plan, ca_bundle or _ca_bundle_env(), progress)
         progress.update("image", "pushing", f"{name} to {plan.registry}")
-        push_image(docker, f"{plan.registry}/{plan.repository}", plan.tag, auth)
+        digest = push_image(docker, f"{plan.registry}/{plan.repository}", plan.tag, auth)
+        record_pushed_image(recorder.client, outputs, f"{plan.registry}/{plan.repository}",
+                            plan.tag, digest)  # fmt: skip
     except ImageError as err:
         progress.update("image", "failed", str(err).splitlines()[0][:120])
         recorder.failed(str(err).splitlines()[0], time.monotonic() - started)

@@ -1,9 +1,13 @@
 """Drain: remove what a stack created at run time, before ``down`` destroys what Pulumi made.
 
-Runtime resources are found by the stack's exact tag (SageMaker endpoints, endpoint configs,
-models, Batch job definitions), through the stack's job queues (active jobs) and its tagged
-ECR repositories (pushed images; the repository itself stays for Pulumi to delete). Each
-endpoint's delete schedule goes too. An endpoint counts as drained only once it is gone.
+First the runtime resources recorded on the stack's metadata server as they were created
+(``GET /resources?live=true``: job definitions, pushed ECR images, SageMaker models, endpoint
+configs and endpoints) are deleted by name and marked deleted there. Then, the backstop for
+what was never recorded: runtime resources found by the stack's exact tag (SageMaker
+endpoints, endpoint configs, models, Batch job definitions), through the stack's job queues
+(active jobs) and its tagged ECR repositories (pushed images; the repository itself stays for
+Pulumi to delete). Each endpoint's delete schedule goes too. An endpoint counts as drained
+only once it is gone.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from stacks.common.progress import Progress
 if TYPE_CHECKING:
     from provisioner.state import StackRecord
     from provisioner.teardown import TeardownItem
+    from runner.metadata.client import MetadataClient
+    from runner.metadata.schemas import ResourceOut
 
 RUNTIME_KINDS = frozenset(
     {
@@ -57,9 +63,91 @@ def _images(
     return found
 
 
-def drain(stack_id: str, region: str, *, session: Any = None, timeout: float = 900) -> DrainResult:
+def _gone(exc: Exception) -> bool:
+    """A delete that failed because the resource is already gone (deleted out of band)."""
+    from botocore.exceptions import ClientError
+
+    if not isinstance(exc, ClientError):
+        return False
+    error = exc.response.get("Error", {})
+    code, message = str(error.get("Code", "")), str(error.get("Message", "")).lower()
+    return (
+        code.endswith("NotFoundException")
+        or "could not find" in message
+        or "not found" in message
+        or "does not exist" in message
+    )
+
+
+def _delete_image(clients: Clients, row: ResourceOut) -> None:
+    repository = str(row.details.get("repository") or row.name.rsplit(":", 1)[0])
+    tag = str(row.details.get("tag") or row.name.rsplit(":", 1)[-1])
+    answer = clients("ecr").batch_delete_image(
+        repositoryName=repository, imageIds=[{"imageTag": tag}]
+    )
+    failures = answer.get("failures", [])
+    if failures and failures[0].get("failureCode") != "ImageNotFound":
+        raise RuntimeError(f"{failures[0].get('failureCode')}: {failures[0].get('failureReason')}")
+
+
+def drain_recorded(
+    client: MetadataClient, stack: str, stack_id: str, region: str, deleter: Deleter
+) -> list[FoundResource]:
+    """Delete the live resources recorded for ``stack`` (endpoints before configs before
+    models, then job definitions, then images) and mark each one deleted; a resource that
+    is already gone counts as deleted. What fails keeps its error (a leftover)."""
+    from runner.errors import MetadataError
+
+    try:
+        rows = client.list_resources(stack=stack, live=True, limit=10000)
+    except MetadataError:  # the server went away: the tag-based drain still runs
+        return []
+    drained = []
+    for row in sorted(rows, key=lambda r: (rank(r.kind), r.created_at)):
+        res = FoundResource(
+            arn=row.arn or row.name, kind=row.kind, name=row.name, region=row.region or region
+        )
+        clients = deleter.c
+        if res.region != clients.region:
+            clients = Clients(res.region, clients.session)
+        try:
+            if row.kind == "ecr:image":
+                _delete_image(clients, row)
+            else:
+                Deleter(clients, deleter.timeout).delete(res)
+        except Exception as exc:
+            if not _gone(exc):
+                res.error = _message(exc)
+        if res.error is None:
+            res.deleted = True
+            if res.kind == "sagemaker:endpoint":
+                _drop_endpoint_schedule(clients, stack_id, res.name)
+            with contextlib.suppress(MetadataError):  # gone all the same; a later drain re-marks
+                client.mark_resource_deleted(row.id)
+        drained.append(res)
+    return drained
+
+
+def drain(
+    stack_id: str,
+    region: str,
+    *,
+    session: Any = None,
+    timeout: float = 900,
+    client: MetadataClient | None = None,
+    stack: str | None = None,
+) -> DrainResult:
+    """Drain the stack's runtime resources: with ``client`` (the stack's metadata server)
+    and ``stack`` (its name) the recorded ones first, then whatever carries the stack's tag."""
     clients = Clients(region, session)
-    everything = find(clients, stack_id)
+    deleter = Deleter(clients, timeout)
+    recorded = drain_recorded(client, stack, stack_id, region, deleter) if client and stack else []
+    handled = {(r.kind, r.arn) for r in recorded} | {(r.kind, r.name) for r in recorded}
+    everything = [
+        r
+        for r in find(clients, stack_id)
+        if (r.kind, r.arn) not in handled and (r.kind, r.name) not in handled
+    ]
     runtime = sorted(
         (r for r in everything if r.kind in RUNTIME_KINDS), key=lambda r: (rank(r.kind), r.arn)
     )
@@ -74,7 +162,7 @@ def drain(stack_id: str, region: str, *, session: Any = None, timeout: float = 9
             res.deleted = True
             if res.kind == "sagemaker:endpoint":
                 _drop_endpoint_schedule(clients, stack_id, res.name)
-    images = _images(clients, repositories)
+    images = [i for i in _images(clients, repositories) if ("ecr:image", i[0].name) not in handled]
     ecr = clients("ecr")
     for image, repo, image_id in images:
         try:
@@ -89,8 +177,27 @@ def drain(stack_id: str, region: str, *, session: Any = None, timeout: float = 9
         else:
             image.deleted = True
     return DrainResult(
-        stack_id=stack_id, region=region, drained=[*runtime, *(i for i, _, _ in images)]
+        stack_id=stack_id,
+        region=region,
+        drained=[*recorded, *runtime, *(i for i, _, _ in images)],
     )
+
+
+def _metadata_client(name: str, progress: Progress) -> MetadataClient | None:
+    """A client of the stack's metadata server, or None (noted) when it cannot be reached:
+    the tag-based drain still runs."""
+    try:
+        from provisioner.cli_runs import metadata_client, stack_outputs
+
+        client = metadata_client(stack_outputs(name), timeout=10.0)
+        if not client.health():
+            client.close()
+            raise ConnectionError("not answering")
+        return client
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        progress.update("drain", "stopping", f"no recorded resources ({reason}); by tag only")
+        return None
 
 
 def _drop_endpoint_schedule(clients: Clients, stack_id: str, endpoint: str) -> None:
@@ -110,7 +217,12 @@ def drain_before_destroy(
     from stacks.common.aws_expiry import remove_expiry
 
     progress.update("drain", "stopping", "endpoints, jobs, job definitions, images")
-    result = drain(stack_id, region)
+    client = _metadata_client(name, progress)
+    try:
+        result = drain(stack_id, region, client=client, stack=name)
+    finally:
+        if client is not None:
+            client.close()
     if not result.complete:
         left = ", ".join(f"{r.kind} {r.name} ({r.error})" for r in result.remaining)
         progress.update("drain", "failed", left[:200])

@@ -35,6 +35,9 @@ from runner.metadata.schemas import (
     PipelineOut,
     ReapRequest,
     ReapResult,
+    ResourceCreate,
+    ResourceOut,
+    ResourceUpdate,
     RunCreate,
     RunDetail,
     RunOut,
@@ -67,6 +70,8 @@ _DEPLOYMENTS = TypeAdapter(list[DeploymentOut])
 _REAP = TypeAdapter(ReapResult)
 _IMAGE = TypeAdapter(ImageOut)
 _IMAGES = TypeAdapter(list[ImageOut])
+_RESOURCE = TypeAdapter(ResourceOut)
+_RESOURCES = TypeAdapter(list[ResourceOut])
 _LOGIN = TypeAdapter(LoginCode)
 _STACK = TypeAdapter(StackReportOut)
 
@@ -411,6 +416,54 @@ class MetadataClient:
         """Packaging outcomes, newest first, optionally of one stack and pipeline."""
         query = {"stack": stack, "pipeline": pipeline, "limit": limit}
         return self._http.call(_IMAGES, "GET", "/images", query=query)
+
+    # --- runtime resources -----------------------------------------------------------------
+
+    def record_resource(
+        self,
+        stack: str,
+        kind: str,
+        name: str,
+        *,
+        arn: str | None = None,
+        region: str | None = None,
+        tags: dict[str, str] | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> ResourceOut:
+        """Record a runtime resource of ``stack`` (again: update it, and make it live)."""
+        body = encode_body(
+            ResourceCreate,
+            "resource",
+            stack=stack,
+            kind=kind,
+            name=name,
+            arn=arn,
+            region=region,
+            tags=tags or {},
+            details=details or {},
+        )
+        return self._http.call(_RESOURCE, "POST", "/resources", body, what=f"{kind} {name}")
+
+    def list_resources(
+        self,
+        stack: str | None = None,
+        kind: str | None = None,
+        live: bool | None = None,
+        limit: int = 1000,
+    ) -> list[ResourceOut]:
+        """Recorded resources, oldest first; ``live=True`` only those not marked deleted."""
+        query: dict[str, Any] = {"stack": stack, "kind": kind, "limit": limit}
+        if live is not None:
+            query["live"] = "true" if live else "false"
+        return self._http.call(_RESOURCES, "GET", "/resources", query=query)
+
+    def mark_resource_deleted(
+        self, resource_id: str, deleted_at: datetime | None = None
+    ) -> ResourceOut:
+        """Mark a recorded resource deleted (at ``deleted_at``, default: now)."""
+        body = encode_body(ResourceUpdate, "resource update", deleted_at=deleted_at)
+        path = f"/resources/{_quote(resource_id)}"
+        return self._http.call(_RESOURCE, "PATCH", path, body, what=f"resource {resource_id}")
 
     # --- the stack ----------------------------------------------------------------------
 

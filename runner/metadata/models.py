@@ -186,3 +186,25 @@ class StackReport(Base):
     stack: Mapped[str] = mapped_column(String(255), primary_key=True)
     report: Mapped[dict[str, Any]] = mapped_column(JSON)
     reported_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Resource(Base):
+    """Something a run or deploy created in the cloud (a job definition, a pushed image, a
+    SageMaker model...), recorded as it is created so ``down`` can drain it by name."""
+
+    __tablename__ = "resources"
+    __table_args__ = (
+        UniqueConstraint("stack", "kind", "name", name="uq_resources_stack_kind_name"),
+    )
+
+    id: Mapped[str] = _id_column()
+    stack: Mapped[str] = mapped_column(String(255), index=True)
+    kind: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(1024))
+    arn: Mapped[str | None] = mapped_column(String(2048))
+    region: Mapped[str | None] = mapped_column(String(64))
+    tags: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

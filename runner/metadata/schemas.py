@@ -461,3 +461,48 @@ class StackReportOut(StackReportIn):
 
     stack: str
     reported_at: datetime
+
+
+# --- runtime resources ---------------------------------------------------------------------
+
+# ``service:type`` in lower case, as the sweep names kinds: batch:job-definition, ecr:image.
+KIND_PATTERN = r"^[a-z0-9]+:[a-z0-9-]+$"
+ResourceKind = Annotated[str, Field(min_length=3, max_length=64, pattern=KIND_PATTERN)]
+TagKey = Annotated[str, Field(min_length=1, max_length=128)]
+TagMap = Annotated[dict[TagKey, Annotated[str, Field(max_length=256)]], Field(max_length=50)]
+
+
+class ResourceCreate(_In):
+    """``POST /resources``: record a runtime resource; the same (stack, kind, name) again
+    updates the record (and brings a deleted one back to life)."""
+
+    stack: NameStr
+    kind: ResourceKind
+    name: str = Field(min_length=1, max_length=1024)
+    arn: str | None = Field(None, min_length=1, max_length=2048)
+    region: str | None = Field(None, min_length=1, max_length=64)
+    tags: TagMap = Field(default_factory=dict)
+    details: JsonObject = Field(default_factory=dict)
+
+
+class ResourceUpdate(_In):
+    """``PATCH /resources/{id}``: mark the resource deleted (``deleted_at``, default now)."""
+
+    deleted: Literal[True] = True
+    deleted_at: Timestamp | None = None
+
+
+class ResourceOut(_Out):
+    """A recorded runtime resource; ``deleted_at`` is null while it is live."""
+
+    id: str
+    stack: str
+    kind: str
+    name: str
+    arn: str | None
+    region: str | None
+    tags: dict[str, str]
+    details: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None

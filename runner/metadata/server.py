@@ -27,6 +27,7 @@ from runner.metadata import (
     api_artifacts,
     api_deployments,
     api_images,
+    api_resources,
     api_runs,
     api_stacks,
     dashboard,
@@ -99,7 +100,15 @@ def create_app(database_url: str, token: str) -> FastAPI:
         return HealthOut()
 
     guarded = [Depends(require_token)]
-    for module in (api_runs, api_artifacts, api_deployments, api_images, api_stacks, dashboard):
+    for module in (
+        api_runs,
+        api_artifacts,
+        api_deployments,
+        api_images,
+        api_resources,
+        api_stacks,
+        dashboard,
+    ):
         app.include_router(module.router, dependencies=guarded, responses=RESPONSES)
     add_guarded_docs(app, require_token)
     dashboard.mount(app)

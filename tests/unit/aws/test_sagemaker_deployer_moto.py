@@ -221,8 +221,11 @@ def test_undeploy_removes_endpoint_config_and_model(outputs: StackOutputs) -> No
     with _client(outputs) as client:
         record = find_deployment(client, outputs.stack, "ridge")  # as `mlstack undeploy` does
         assert record.id == dep.id
+        live = client.list_resources(stack=outputs.stack, live=True)  # recorded for the drain
+        assert sorted(r.kind for r in live) == sorted(KINDS) and all(r.arn for r in live)
         deployer.undeploy(client, record)
         after = client.get_deployment(dep.id)
+        assert client.list_resources(stack=outputs.stack, live=True) == []  # marked deleted
     assert after.status.value == "stopped"
     assert {r["state"] for r in after.details["resources"]} == {"deleted"}
     sm = _sm()
