@@ -173,10 +173,26 @@ def image_tag(base_image_id: str, requirements: Iterable[str], runtime: str) -> 
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:20]
 
 
+def pipeline_slug(pipeline: str) -> str:
+    """The pipeline's name lowercased and reduced to what repositories and tags accept."""
+    return (re.sub(r"[^a-z0-9]+", "-", pipeline.lower()).strip("-") or "pipeline")[:100]
+
+
 def repository_name(pipeline: str) -> str:
-    """``mlstack/<pipeline>``, lowercased and reduced to what registries accept."""
-    name = re.sub(r"[^a-z0-9]+", "-", pipeline.lower()).strip("-") or "pipeline"
-    return f"mlstack/{name[:100]}"
+    """``mlstack/<pipeline>``: a pipeline's repository where the registry holds many."""
+    return f"mlstack/{pipeline_slug(pipeline)}"
+
+
+def image_location(outputs: StackOutputs, pipeline: str, content_tag: str) -> tuple[str, str, str]:
+    """``(registry, repository, tag)`` of ``pipeline``'s image on this stack.
+
+    The registry kind decides (:meth:`runner.registry_auth.RegistryAuth.image_location`):
+    ``mlstack/<pipeline>:<hash>`` where a registry holds many repositories, the stack's one
+    repository with ``<pipeline>-<hash>`` on ECR. Lookup, push and reuse all use this.
+    """
+    return registry_auth(outputs).image_location(
+        registry_url(outputs), pipeline_slug(pipeline), content_tag
+    )
 
 
 def render_dockerfile(base: str, *, stack: str, pipeline: str, runtime: str) -> str:
@@ -311,7 +327,6 @@ def plan_image(
     """
     from runner.sdk import source_of, steps_of_module
 
-    registry = registry_url(outputs)
     base_ref = getattr(outputs.orchestrator, "base_image", None) or DEFAULT_BASE
     reqs = discover_requirements(pipeline.requirements, source_of(pipeline.func).root)
     used = list(steps) if steps is not None else steps_of_module(pipeline.func.__module__)
@@ -319,12 +334,15 @@ def plan_image(
     pins = tuple(runtime_pins(outputs, needs))
     runtime = runtime_version(pins)
     base_id = image_id(docker, base_ref)
+    host, repository, tag = image_location(
+        outputs, pipeline.name, image_tag(base_id, reqs.specs, runtime)
+    )
     return ImagePlan(
         stack=outputs.stack,
         pipeline=pipeline.name,
-        registry=registry,
-        repository=repository_name(pipeline.name),
-        tag=image_tag(base_id, reqs.specs, runtime),
+        registry=host,
+        repository=repository,
+        tag=tag,
         base_ref=base_ref,
         base_id=base_id,
         requirements=reqs,

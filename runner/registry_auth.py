@@ -24,12 +24,24 @@ if TYPE_CHECKING:
     from stacks.outputs import StackOutputs
 
 
+MAX_TAG = 128  # the Docker distribution spec's tag limit: [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}
+SLUG_IN_TAG = 64  # room left for the content hash and derived suffixes (``-sagemaker1``)
+
+
 class RegistryAuth:
     """A registry without authentication (local, kubernetes, none): nothing to send."""
 
     def __init__(self, host: str, region: str | None = None) -> None:
         self.host = host
         self.region = region
+
+    def image_location(self, registry: str, slug: str, content_tag: str) -> tuple[str, str, str]:
+        """``(registry, repository, tag)`` of a pipeline's image: one repository per pipeline.
+
+        ``registry`` is the stack's registry URL without scheme, ``slug`` the pipeline's name
+        reduced to ``[a-z0-9-]``, ``content_tag`` the image's content hash.
+        """
+        return registry, f"mlstack/{slug}", content_tag
 
     def auth_config(self) -> dict[str, str] | None:
         """Credentials for ``docker push`` (the SDK's ``auth_config``), or None."""
@@ -113,6 +125,19 @@ class EcrAuth(RegistryAuth):
     """
 
     clock = staticmethod(time.time)
+
+    def image_location(self, registry: str, slug: str, content_tag: str) -> tuple[str, str, str]:
+        """The stack's one repository (the outputs' URL ``host/repo``), the pipeline in the tag.
+
+        The stack's roles may push to and pull from that repository only; a path below it
+        would be another repository, which does not exist. The tag is
+        ``<slug>-<content hash>``: the slug is cut so the tag stays far below 128 characters.
+        """
+        host, _, repository = registry.partition("/")
+        if not repository.strip("/"):  # a bare registry host: nothing to share
+            return super().image_location(registry, slug, content_tag)
+        tag = f"{slug[:SLUG_IN_TAG].rstrip('-')}-{content_tag}"
+        return host, repository.strip("/"), tag[:MAX_TAG]
 
     def __init__(self, host: str, region: str | None = None) -> None:
         super().__init__(host, ecr_region(host) or region)

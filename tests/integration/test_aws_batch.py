@@ -150,7 +150,7 @@ def test_diamond_runs_every_step_as_a_batch_job_with_artifacts_in_s3(stack: Batc
         jobDefinitions=[jobs[0]["jobDefinition"]]
     )["jobDefinitions"]
     image = definition["containerProperties"]["image"]
-    assert image.startswith(stack.outputs.container_registry.url + "/")  # type: ignore[union-attr]
+    assert image.startswith(stack.outputs.container_registry.url + ":")  # type: ignore[union-attr]
     assert stack.made["repository"] in image  # the program's ECR repository
 
 

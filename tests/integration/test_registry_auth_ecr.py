@@ -10,9 +10,11 @@ clock the cache checks against is set on either side of that instant.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import logging
+import re
 import shutil
 import subprocess
 import tarfile
@@ -31,7 +33,7 @@ import pytest
 from runner import registry_auth as ra
 from runner.aws_clients import aws_client, clear_clients
 from runner.base_image import RegistryAuthRefused, push_image, registry_has_tag
-from runner.packaging import ensure_image
+from runner.packaging import ensure_image, pipeline_slug
 from runner.registry_auth import EcrAuth, EcrToken, registry_auth
 from runner.sdk import Pipeline
 from stacks.outputs import StackOutputs
@@ -79,6 +81,19 @@ def _bcrypt(password: str) -> str:
 @pytest.fixture(scope="module")
 def ecr_registry(tmp_path_factory: pytest.TempPathFactory, moto_server: str) -> Iterator[str]:
     """docker-registry behind htpasswd auth that accepts moto's ECR token; its host:port."""
+    with _stand_in_registry(tmp_path_factory, moto_server) as url:
+        yield url
+
+
+@pytest.fixture
+def empty_ecr_registry(tmp_path_factory: pytest.TempPathFactory, moto_server: str) -> Iterator[str]:
+    """A stand-in registry of its own: its catalog holds only what one test pushed."""
+    with _stand_in_registry(tmp_path_factory, moto_server) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _stand_in_registry(tmp_path_factory: pytest.TempPathFactory, moto_server: str) -> Iterator[str]:
     binary = shutil.which("docker-registry")
     if binary is None:
         pytest.skip("docker-registry is not installed (apt-get install docker-registry)")
@@ -168,6 +183,22 @@ def image(engine: Any, ecr_registry: str) -> Iterator[tuple[str, str]]:  # noqa:
     _tiny_image(engine, repository, tag)
     yield repository, tag
     engine.images.remove(f"{repository}:{tag}", force=True)
+
+
+def _registry_json(host: str, path: str, auth: EcrAuth | Any) -> Any:
+    request = urllib.request.Request(f"http://{host}{path}")
+    request.add_header("Authorization", auth.header())
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+def _catalog(host: str, auth: Any) -> list[str]:
+    """Every repository the registry holds (Registry API ``/v2/_catalog``)."""
+    return sorted(_registry_json(host, "/v2/_catalog", auth)["repositories"])
+
+
+def _tags(host: str, repository: str, auth: Any) -> list[str]:
+    return list(_registry_json(host, f"/v2/{repository}/tags/list", auth)["tags"] or [])
 
 
 def _repo(repository: str) -> str:
@@ -290,11 +321,12 @@ def test_ensure_image_pushes_to_ecr_with_the_token_and_reuses_it(
     base_image: str,  # noqa: F811
     make_pipeline: Callable[..., Pipeline],  # noqa: F811
     aws_env: str,
-    ecr_registry: str,
+    empty_ecr_registry: str,
     fetches: Callable[[], int],
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
+    ecr_registry = empty_ecr_registry
     data = aws_outputs_data(f"ecr-{SESSION}", region=REGION)
     # As ECR's outputs: the stack's repository URL, a path below the registry host.
     url = f"{ecr_registry}/mlstack-{SESSION}"
@@ -312,9 +344,14 @@ def test_ensure_image_pushes_to_ecr_with_the_token_and_reuses_it(
 
     first = ensure_image(pipeline, outputs, progress=Progress())  # type: ignore[arg-type]
     try:
-        assert first.image.startswith(f"{url}/mlstack/")
+        # The stack's one repository, the pipeline in the tag: nothing pushed anywhere else.
+        assert re.fullmatch(rf"{pipeline_slug(pipeline.name)}-[0-9a-f]{{20}}", first.tag)
+        assert first.image == f"{url}:{first.tag}"
+        auth = registry_auth(outputs)
+        assert _catalog(ecr_registry, auth) == [f"mlstack-{SESSION}"]
+        assert first.tag in _tags(ecr_registry, f"mlstack-{SESSION}", auth)
         second = ensure_image(pipeline, outputs)
-        assert not second.built and second.tag == first.tag
+        assert not second.built and second.tag == first.tag and second.image == first.image
         assert fetches() == 1
         password = registry_auth(outputs).token().password
         attrs = json.dumps(engine.api.inspect_image(first.image))
