@@ -210,7 +210,8 @@ def _batch_jobs(steps: list[dict[str, Any]], at: datetime, region: str) -> list[
     for step in steps:
         if not step.get("started_at") or step.get("status") == "cached":
             continue
-        resources = (step.get("spec") or {}).get("resources") or {}
+        # The driver records a step's resources among its run settings (runner/driver.py).
+        resources = ((step.get("spec") or {}).get("settings") or {}).get("resources") or {}
         details = {
             "vcpu": resources.get("cpu") or BATCH_DEFAULT_VCPU,
             "memory_gib": resources.get("memory_gib") or BATCH_DEFAULT_MEMORY_GIB,

@@ -29,8 +29,12 @@ def _record(outputs: dict[str, Any], provider: str = "aws") -> StackRecord:
     )  # fmt: skip
 
 
-def _step(run: str, name: str, status: str, minutes: float | None, **spec: Any) -> dict[str, Any]:
-    """A step exactly as GET /runs/{id} lists it (validated by the server's own schema)."""
+def _step(
+    run: str, name: str, status: str, minutes: float | None, **settings: Any
+) -> dict[str, Any]:
+    """A step exactly as GET /runs/{id} lists it (validated by the server's own schema), its
+    resources among the run settings the driver records."""
+    spec = {"settings": settings}
     start = AT - timedelta(hours=2)
     step = StepOut(
         id=f"{run}-{name}", run_id=run, name=name, status=status, spec=spec, cache_key=None,
