@@ -116,14 +116,48 @@ def logs(run_id: str, step: str | None, stack: str | None, follow: bool) -> None
             continue
         if step is None:
             click.echo(f"===== {s.name} ({s.status.value}) =====")
-        kept = [u for u in _attempt_logs(store, detail.id, s) if store.exists(u)]
-        if kept:
+        every = _attempt_logs(store, detail.id, s)
+        kept = [u for u in every if store.exists(u)]
+        if outputs.orchestrator.kind == "aws_batch" and len(kept) < len(every):
+            _cloudwatch_fallback(outputs, store, detail.id, s, every)
+        elif kept:
             text = "".join(store.read_text(uri) for uri in kept)
             click.echo(text if text else "(the step printed nothing)", nl=not text)
         elif s.status.value == "cached":
             click.echo("(cached: the step did not run; see the run it came from)")
         else:
             click.echo("(no log recorded)")
+
+
+def _cloudwatch_fallback(
+    outputs: StackOutputs, store: Any, run_id: str, step: Any, uris: list[str]
+) -> None:
+    """A Batch step whose log the artifact store lacks (its container died before writing
+    it): each attempt from the store where it is there, else its job's CloudWatch Logs."""
+    from runner.cloudwatch_logs import step_job_logs
+
+    jobs = step_job_logs(outputs, run_id, step.name, step.id)
+    for n in range(max(len(uris), len(jobs), 1)):
+        uri = uris[n] if n < len(uris) else None
+        if uri and store.exists(uri):
+            click.echo(store.read_text(uri), nl=False)
+            continue
+        if n >= len(jobs):
+            click.echo(
+                f"(no log of attempt {n + 1}: not in the artifact store, no Batch job found)"
+            )
+            continue
+        job = jobs[n]
+        if job.lines is None:
+            where = f"stream {job.stream}" if job.stream else "no log stream"
+            click.echo(f"(no log of attempt {n + 1}: not in the artifact store; job {job.job_id}"
+                       f" has {where} in CloudWatch Logs)")  # fmt: skip
+            continue
+        click.echo(
+            f"===== attempt {n + 1}: from CloudWatch Logs {job.group} {job.stream}"
+            f" (job {job.job_id}); the artifact store holds no log of it ====="
+        )
+        click.echo("\n".join(job.lines) if job.lines else "(the stream is empty)")
 
 
 def _attempt_logs(store: Any, run_id: str, step: Any) -> list[str]:

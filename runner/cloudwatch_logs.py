@@ -9,7 +9,11 @@ default group ``/aws/batch/job``; the reader looks there after the configured gr
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stacks.outputs import StackOutputs
 
 BATCH_DEFAULT_GROUP = "/aws/batch/job"
 TAIL_LINES = 40
@@ -73,3 +77,75 @@ def job_log_tail(
     if found is not None:
         return f"(CloudWatch Logs stream {stream} is empty)"
     return f"(CloudWatch Logs has no stream {stream} in {group} or {BATCH_DEFAULT_GROUP})"
+
+
+def read_stream(logs: Any, group: str, stream: str) -> list[str] | None:
+    """Every message of ``group``/``stream``, oldest first; None when that stream is not there."""
+    from botocore.exceptions import ClientError
+
+    lines: list[str] = []
+    token: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {"nextToken": token} if token else {"startFromHead": True}
+        try:
+            page = logs.get_log_events(logGroupName=group, logStreamName=stream, **kwargs)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                return None
+            raise
+        lines += [str(e.get("message", "")).rstrip("\n") for e in page.get("events", [])]
+        if not page.get("events") or page.get("nextForwardToken") in (None, token):
+            return lines
+        token = page["nextForwardToken"]
+
+
+@dataclass(frozen=True)
+class JobLog:
+    """The CloudWatch Logs stream of one Batch job of a step (None: it has none to read)."""
+
+    job_id: str
+    group: str
+    stream: str | None
+    lines: list[str] | None
+
+
+def step_job_logs(outputs: StackOutputs, run_id: str, step_name: str, step_id: str) -> list[JobLog]:
+    """The logs of every Batch job that ran step ``step_id`` of run ``run_id`` (one per
+    attempt), oldest first, read from the stack's job log group or Batch's default group."""
+    from runner.aws_errors import aws_errors
+    from runner.batch_launcher import ACTIVE, STEP_TAG, job_name
+    from runner.orchestrators.aws_batch import stack_client
+
+    queue = outputs.orchestrator.job_queue  # type: ignore[union-attr]
+    group = str(getattr(outputs.orchestrator, "log_group", "") or BATCH_DEFAULT_GROUP)
+    batch, logs = stack_client(outputs, "batch"), stack_client(outputs, "logs")
+    name = job_name(run_id, step_name)
+    with aws_errors("batch", f"listing the jobs of job queue {queue!r}"):
+        ids = [
+            summary["jobId"]
+            for status in (*ACTIVE, "SUCCEEDED", "FAILED")
+            for page in batch.get_paginator("list_jobs").paginate(jobQueue=queue, jobStatus=status)
+            for summary in page.get("jobSummaryList", [])
+            if summary.get("jobName") == name
+        ]
+        jobs = [
+            j
+            for i in range(0, len(ids), 100)
+            for j in batch.describe_jobs(jobs=ids[i : i + 100])["jobs"]
+        ]
+    mine = sorted(
+        (j for j in jobs if (j.get("tags") or {}).get(STEP_TAG) == step_id),
+        key=lambda j: j.get("createdAt", 0),
+    )
+    found: list[JobLog] = []
+    with aws_errors("logs", f"reading the CloudWatch Logs of step {step_name!r}"):
+        for job in mine:
+            stream = stream_of(job)
+            lines, where = None, group
+            for candidate in dict.fromkeys((group, BATCH_DEFAULT_GROUP)):
+                lines = read_stream(logs, candidate, stream) if stream else None
+                if lines is not None:
+                    where = candidate
+                    break
+            found.append(JobLog(str(job["jobId"]), where, stream, lines))
+    return found
