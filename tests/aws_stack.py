@@ -152,7 +152,14 @@ def create_in_moto(program: ProgramStack) -> dict[str, str]:
     )["GroupId"]
     # AWS uses Batch's service-linked role when a compute environment names none (as the
     # program's does); moto insists on one that exists.
-    linked = iam.create_service_linked_role(AWSServiceName="batch.amazonaws.com")["Role"]["Arn"]
+    # One per account: the harness of an earlier test module on this moto server made it.
+    try:
+        role = iam.create_service_linked_role(AWSServiceName="batch.amazonaws.com")["Role"]
+    except iam.exceptions.ClientError as exc:
+        if exc.response["Error"]["Code"] != "EntityAlreadyExists":
+            raise
+        (role,) = iam.list_roles(PathPrefix="/aws-service-role/batch.amazonaws.com/")["Roles"]
+    linked = role["Arn"]
     batch = session.client("batch")
     compute = program.one("aws:batch/computeEnvironment:ComputeEnvironment", "compute")
     resources = compute.inputs["computeResources"]
