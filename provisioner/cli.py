@@ -86,9 +86,9 @@ def plan(spec_file: Path, as_json: bool) -> None:
 def up(spec_file: Path, as_json: bool, ttl: str | None, budget: float | None) -> None:
     """Create or converge a stack; live progress per service, then its outputs."""
     from provisioner import api
+    from provisioner.cli_report import report_stack
     from provisioner.cost.ttl import with_lifetime
     from provisioner.render import LiveProgress, print_json
-    from provisioner.stack_report import report_stack
     from stacks.spec import load_spec
 
     spec = with_lifetime(load_spec(spec_file), ttl, budget)

@@ -159,8 +159,8 @@ def cost(name: str | None, as_json: bool) -> None:
 @click.argument("duration")
 def extend(name: str, duration: str) -> None:
     """Push a stack's expiry out by DURATION (30m, 2h, 1d)."""
+    from provisioner.cli_report import report_stack
     from provisioner.cost.ttl import extend as do_extend
-    from provisioner.stack_report import report_stack
 
     record = do_extend(name, duration)
     assert record.expires_at is not None

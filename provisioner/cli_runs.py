@@ -341,7 +341,7 @@ def undeploy(deployment: str, stack: str | None) -> None:
 @click.option("--no-browser", is_flag=True, help="Print the login URL instead of opening it.")
 def ui(name: str | None, no_browser: bool) -> None:
     """Open the stack's dashboard (a one-time login URL; printed when there is no display)."""
-    from provisioner.stack_report import report_stack
+    from provisioner.cli_report import report_stack
 
     outputs = stack_outputs(name)
     report_stack(outputs.stack, outputs)  # the stacks page shows health and spend as of now

@@ -5,7 +5,8 @@ offline), cached per stack id and spec hash under ``$MLSTACK_HOME/cost/`` so the
 re-run a Pulumi mock program every minute. Runtime usage comes from the stack's metadata
 server while the stack is up and reachable from here: endpoint hours from its deployments and,
 on a Batch stack, job vCPU-hours and GB-hours from its runs' steps (each step that ran is a
-Fargate job from its start to its end, sized by its ``resources`` or the Batch default).
+Fargate job from its start to its end, billed at the Fargate size its ``resources`` round
+up to, or the Batch default, plus its public IPv4 address).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from provisioner.cost.catalog import load
 from provisioner.cost.estimate import CostEstimate, estimate_plan, line_item
 from provisioner.state import StackRecord, StateRegistry, now
 from stacks.common.constants import BATCH_DEFAULT_MEMORY_GIB, BATCH_DEFAULT_VCPU
+from stacks.spec.aws import fargate_fit
 
 
 @dataclass
@@ -212,10 +214,13 @@ def _batch_jobs(steps: list[dict[str, Any]], at: datetime, region: str) -> list[
             continue
         # The driver records a step's resources among its run settings (runner/driver.py).
         resources = ((step.get("spec") or {}).get("settings") or {}).get("resources") or {}
-        details = {
-            "vcpu": resources.get("cpu") or BATCH_DEFAULT_VCPU,
-            "memory_gib": resources.get("memory_gib") or BATCH_DEFAULT_MEMORY_GIB,
-        }
+        cpu, memory = resources.get("cpu"), resources.get("memory_gib")
+        # Billed as the Fargate size it ran as: the request rounded up (2 vCPU needs 4 GiB).
+        vcpu, gib = fargate_fit(cpu, memory) or (
+            cpu or BATCH_DEFAULT_VCPU,
+            memory or BATCH_DEFAULT_MEMORY_GIB,
+        )
+        details = {"vcpu": vcpu, "memory_gib": gib}
         hours = _hours(step["started_at"], step.get("ended_at"), at)
         job = _charge("orchestrator", step["name"], "batch_job", details, hours, region)
         per_run.setdefault(step["run_id"], []).append(job)

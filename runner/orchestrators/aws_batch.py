@@ -21,10 +21,9 @@ from typing import TYPE_CHECKING, Any
 from runner.errors import PipelineDefinitionError, RunnerError
 from runner.orchestrators import Orchestrator, Prepared
 from stacks.common.aws_naming import physical_name
-from stacks.common.constants import BATCH_DEFAULT_MEMORY_GIB, BATCH_DEFAULT_VCPU
 from stacks.common.progress import Progress
 from stacks.common.tags import STACK_ID_TAG
-from stacks.spec.aws import FARGATE_MEMORY_GIB
+from stacks.spec.aws import FARGATE_MEMORY_GIB, fargate_fit
 
 if TYPE_CHECKING:
     from runner.artifacts import ArtifactStore
@@ -59,14 +58,9 @@ def fargate_size(step: str, resources: StepResources) -> tuple[float, int]:
             "drop gpus from the step's resources, or run it on an orchestrator with GPUs",
         )
     cpu, memory = resources.cpu, resources.memory_gib
-    if cpu is None and memory is None:
-        cpu, memory = BATCH_DEFAULT_VCPU, BATCH_DEFAULT_MEMORY_GIB
-    for vcpu, sizes in sorted(FARGATE_MEMORY_GIB.items()):
-        if cpu is not None and vcpu < cpu:
-            continue
-        fits = [gib for gib in sizes if memory is None or gib >= memory]
-        if fits:
-            return vcpu, int(fits[0] * 1024)
+    fit = fargate_fit(cpu, memory)
+    if fit is not None:
+        return fit[0], int(fit[1] * 1024)
     biggest = max(FARGATE_MEMORY_GIB)
     raise PipelineDefinitionError(
         f"step {step!r}: resources cpu={cpu if cpu is not None else '-'},"

@@ -40,6 +40,22 @@ FARGATE_MEMORY_GIB: dict[float, tuple[float, ...]] = {
 }
 
 
+def fargate_fit(cpu: float | None, memory_gib: float | None) -> tuple[float, float] | None:
+    """The smallest Fargate task size (vCPU, GiB) holding the request, as Fargate bills it;
+    None beyond the largest. No request at all is Batch's default size."""
+    from stacks.common.constants import BATCH_DEFAULT_MEMORY_GIB, BATCH_DEFAULT_VCPU
+
+    if cpu is None and memory_gib is None:
+        cpu, memory_gib = BATCH_DEFAULT_VCPU, BATCH_DEFAULT_MEMORY_GIB
+    for vcpu, sizes in sorted(FARGATE_MEMORY_GIB.items()):
+        if cpu is not None and vcpu < cpu:
+            continue
+        fits = [gib for gib in sizes if memory_gib is None or gib >= memory_gib]
+        if fits:
+            return vcpu, float(fits[0])
+    return None
+
+
 class AwsBatchOrchestrator(Flavor):
     """Each step a Batch job on Fargate."""
 

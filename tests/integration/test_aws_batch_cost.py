@@ -46,9 +46,10 @@ def test_cost_charges_a_runs_batch_jobs_by_step_hours_and_sizes(
     catalog = load()
     vcpu = catalog.price("aws.fargate.vcpu_hour", REGION)
     gib = catalog.price("aws.fargate.gb_hour", REGION)
-    assert vcpu and gib
+    ipv4 = catalog.price("aws.public_ipv4", REGION)  # each job's public IPv4 while it runs
+    assert vcpu and gib and ipv4
     size = {"small": (0.5, 1.0), "large": (2.0, 4.0)}  # the steps' resources
-    expected = sum(seconds[n] / 3600 * (c * vcpu + m * gib) for n, (c, m) in size.items())
+    expected = sum(seconds[n] / 3600 * (c * vcpu + m * gib + ipv4) for n, (c, m) in size.items())
 
     registry = StateRegistry()
     record = _record(stack)

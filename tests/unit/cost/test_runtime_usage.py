@@ -45,12 +45,13 @@ def _step(
     return step.model_dump(mode="json")
 
 
-def _prices() -> tuple[float, float]:
+def _prices() -> tuple[float, float, float]:
     catalog = load()
     vcpu = catalog.price("aws.fargate.vcpu_hour", REGION)
     gib = catalog.price("aws.fargate.gb_hour", REGION)
-    assert vcpu and gib
-    return vcpu, gib
+    ipv4 = catalog.price("aws.public_ipv4", REGION)
+    assert vcpu and gib and ipv4
+    return vcpu, gib, ipv4
 
 
 def test_batch_jobs_are_charged_per_run_by_their_size_and_duration() -> None:
@@ -59,21 +60,24 @@ def test_batch_jobs_are_charged_per_run_by_their_size_and_duration() -> None:
         _step("r1", "train", "completed", 60, resources={"cpu": 4, "memory_gib": 16}),
         _step("r1", "cached", "cached", 0),  # ran no job
         _step("r1", "skipped", "skipped", None),  # never started
-        _step("r2", "only", "failed", 6, resources={"cpu": 2}),
+        _step("r2", "only", "failed", 6, resources={"cpu": 2}),  # billed as 2 vCPU, 4 GiB
+        _step("r3", "tiny", "completed", 60, resources={"cpu": 0.3, "memory_gib": 0.7}),
     ]
     charges, notes = runtime_charges(
         _record(aws_outputs_data()), AT, lambda record: RuntimeUsage(steps=steps)
     )
-    vcpu, gib = _prices()
+    vcpu, gib, ipv4 = _prices()  # every job also holds one public IPv4 while it runs
     by_run = {c.resource.split()[4]: c for c in charges}
-    assert set(by_run) == {"r1", "r2"} and notes == []
-    default = 0.5 * (BATCH_DEFAULT_VCPU * vcpu + BATCH_DEFAULT_MEMORY_GIB * gib)
-    assert by_run["r1"].amount == pytest.approx(default + 1.0 * (4 * vcpu + 16 * gib))
+    assert set(by_run) == {"r1", "r2", "r3"} and notes == []
+    default = 0.5 * (BATCH_DEFAULT_VCPU * vcpu + BATCH_DEFAULT_MEMORY_GIB * gib + ipv4)
+    assert by_run["r1"].amount == pytest.approx(default + 1.0 * (4 * vcpu + 16 * gib + ipv4))
     assert by_run["r1"].hours == pytest.approx(1.5)
     assert "(2 steps)" in by_run["r1"].resource
     r2 = by_run["r2"]
-    assert r2.amount == pytest.approx(0.1 * (2 * vcpu + BATCH_DEFAULT_MEMORY_GIB * gib))
+    assert r2.amount == pytest.approx(0.1 * (2 * vcpu + 4 * gib + ipv4))
     assert r2.component == "orchestrator" and r2.kind == "batch_job"
+    # 0.3 vCPU / 0.7 GiB runs as Fargate's 0.5 vCPU / 1 GiB.
+    assert by_run["r3"].amount == pytest.approx(1.0 * (0.5 * vcpu + 1 * gib + ipv4))
 
 
 def test_a_running_step_accrues_until_now() -> None:
