@@ -81,6 +81,7 @@ def test_example_aws_plan_figures_follow_the_catalogs_arithmetic() -> None:
     ]
     per_use = {(u.resource, u.price_key) for u in est.per_use}
     assert ("compute", "aws.fargate.vcpu_hour") in per_use  # Batch jobs bill per vCPU-hour
+    assert ("compute", "aws.public_ipv4") in per_use  # ... and one public IPv4 each
     assert ("job-logs", "aws.logs.ingest_gb") in per_use
     assert ("sagemaker_endpoint", "aws.sagemaker.ml.t3.medium") in per_use
     assert sum(s.per_month for s in est.components.values()) == pytest.approx(est.per_month)
