@@ -358,10 +358,35 @@ def build_base_image(
     rebuild: bool = False,
     progress: Progress | None = None,
 ) -> BaseImageResult:
-    """Make ``tag`` from a debootstrapped Debian ``suite``; a no-op when it exists already."""
-    from docker.errors import ImageNotFound
+    """Make ``tag`` from a debootstrapped Debian ``suite``; a no-op when it exists already.
+
+    One build per tag at a time on this machine: a second ``build`` of the same tag waits
+    for the first (a file lock in the cache folder) and then finds the image made.
+    """
+    from filelock import FileLock, Timeout
 
     progress = progress or NullProgress()
+    lock = FileLock(str(cache_dir("locks") / f"base-{_slug(tag)}.lock"))
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        progress.update("base image", "waiting", f"another build of {tag} is running")
+        lock.acquire()
+    try:
+        return _build_base_image(tag, suite, mirror, rebuild, progress)
+    finally:
+        lock.release()
+
+
+def _slug(tag: str) -> str:
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in tag)
+
+
+def _build_base_image(
+    tag: str, suite: str, mirror: str, rebuild: bool, progress: Progress
+) -> BaseImageResult:
+    from docker.errors import ImageNotFound
+
     started = time.monotonic()
     client = docker_client()
     with docker_errors():

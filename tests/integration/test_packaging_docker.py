@@ -7,6 +7,7 @@ around a minute once the base image and Docker's layer cache exist.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -491,3 +492,24 @@ def test_base_image_build_is_idempotent(base_image: str) -> None:
     )  # fmt: skip
     assert proc.returncode == 0
     assert proc.stdout.startswith(f"{base_image} already exists; --rebuild builds it again")
+
+
+def test_a_second_base_image_build_waits_for_the_first(base_image: str) -> None:
+    """Two builds of one tag on a machine: the second waits for the first's lock, then finds
+    the image made instead of debootstrapping it a second time."""
+    from filelock import FileLock
+
+    from runner.base_image import _slug, cache_dir
+
+    lock = FileLock(str(cache_dir("locks") / f"base-{_slug(base_image)}.lock"))
+    with lock:  # stands for a first build in progress
+        second = subprocess.Popen(
+            [MLSTACK, "base-image", "build", "--tag", base_image],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+        )  # fmt: skip
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            second.wait(timeout=3)
+        assert second.poll() is None, "the second build did not wait for the lock"
+    out, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err
+    assert out.startswith(f"{base_image} already exists")
