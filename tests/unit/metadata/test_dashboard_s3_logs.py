@@ -18,11 +18,12 @@ from runner.artifacts import ArtifactStore
 from runner.metadata.client import MetadataClient
 from runner.metadata.launcher import ServerProcess, free_port, start_server
 from runner.metadata.log_reader import ROOT_ENV
+from tests.conftest import aws_test_env
 
 pytestmark = pytest.mark.services
 
 TOKEN = secrets.token_urlsafe(24)
-REGION = "us-east-1"
+REGION = "us-east-1"  # aws_test_env's
 
 
 @dataclass(frozen=True)
@@ -49,17 +50,7 @@ class Site:
 
 def _aws_env(endpoint: str) -> dict[str, str]:
     """Fake credentials and moto's endpoint, through the variables the AWS SDK itself reads."""
-    return {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": REGION,
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        "AWS_CONFIG_FILE": os.devnull,
-        "NO_PROXY": "127.0.0.1,localhost",
-        "no_proxy": "127.0.0.1,localhost",
-    }
+    return {**aws_test_env(endpoint), "AWS_CONFIG_FILE": os.devnull}
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
-import subprocess
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +21,7 @@ from runner.artifacts import ArtifactStore
 from runner.metadata.client import MetadataClient
 from runner.metadata.launcher import start_server
 from tests.aws_stack import REGION, RoleCredentialsEndpoint, program_resources
-from tests.conftest import MOTO_SERVER
+from tests.conftest import aws_test_env, moto_process
 
 pytestmark = [
     pytest.mark.services,
@@ -60,34 +56,9 @@ def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Aws]:
     """A moto server of its own that enforces IAM, and an admin user on it."""
     import boto3
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("moto-iam") / "moto.log"
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(NO_AUTH_REQUESTS)}
-    env.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
-    with open(log, "wb") as out:
-        server = subprocess.Popen(
-            [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=env,
-        )
-    try:
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        deadline = time.monotonic() + 30
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"moto_server exited {server.returncode}: {log.read_text()[-2000:]}")
-            try:
-                with opener.open(f"{url}/moto-api/", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"moto_server did not answer on {url} within 30 s")
-                time.sleep(0.1)
+    env = {"INITIAL_NO_AUTH_ACTION_COUNT": str(NO_AUTH_REQUESTS)}
+    with moto_process(log, env) as url:
         iam = boto3.client(
             "iam",
             endpoint_url=url,
@@ -110,29 +81,12 @@ def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Aws]:
             "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
         }
         yield Aws(url, admin, admin_arn)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
 
 
 def test_the_task_role_reads_step_logs_and_losing_it_is_a_503(
     aws: Aws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for key, value in aws.admin.items():
-        monkeypatch.setenv(key, value)
-    for key, value in {
-        "AWS_ENDPOINT_URL": aws.url,
-        "AWS_REGION": REGION,
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        "AWS_CONFIG_FILE": os.devnull,
-        "NO_PROXY": "127.0.0.1,localhost",
-        "no_proxy": "127.0.0.1,localhost",
-    }.items():
+    for key, value in {**aws_test_env(aws.url), **aws.admin, "AWS_CONFIG_FILE": os.devnull}.items():
         monkeypatch.setenv(key, value)
     for key in ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(key, raising=False)
