@@ -15,6 +15,7 @@ points it at another endpoint (MinIO, moto). A store that refuses or does not an
 from __future__ import annotations
 
 import errno
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,7 +29,10 @@ ROOT_ENV = "MLSTACK_METADATA_ARTIFACT_ROOT"
 SCHEMES = ("file", "s3")
 # The dashboard polls every 2 s: an unreachable endpoint should be told in seconds, not minutes.
 _S3_CONFIG = {"connect_timeout": 5, "read_timeout": 15, "retries": {"max_attempts": 2}}
-_DENIED_HINT = "the metadata server's AWS identity needs s3:GetObject and s3:ListBucket on"
+_DENIED_HINT = {
+    True: "the metadata server's user needs read access to",
+    False: "the metadata server's AWS identity needs s3:GetObject and s3:ListBucket on",
+}
 
 
 class LogNotFound(Exception):
@@ -75,7 +79,8 @@ def read_log(log_uri: str | None, offset: int, limit: int) -> LogRange:
         raise LogNotFound(
             f"the metadata server cannot read step logs ({ROOT_ENV} is not set); use `mlstack logs`"
         )
-    store = _open(root)
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    store = _open(root, endpoint or None)
     path = _path_under_logs(store, log_uri)
     try:
         return _read(store, path, offset, limit)
@@ -84,7 +89,7 @@ def read_log(log_uri: str | None, offset: int, limit: int) -> LogRange:
     except PermissionError:
         raise StoreUnavailable(
             f"the artifact store refused to read {log_uri} (access denied);"
-            f" {_DENIED_HINT} {store.root_uri}/logs/"
+            f" {_DENIED_HINT[store.local]} {store.root_uri}/logs/"
         ) from None
     except Exception as err:
         if not _is_store_error(err):
@@ -135,19 +140,18 @@ def _path_under_logs(store: ArtifactStore, log_uri: str) -> str:
     return path
 
 
-def _open(root: str) -> ArtifactStore:
+@functools.lru_cache(maxsize=8)
+def _open(root: str, endpoint: str | None) -> ArtifactStore:
+    """The store at ``root``, one per root and endpoint for every request thread: building
+    an S3 client costs tens of milliseconds (fsspec's own cache keeps one per thread)."""
     from runner.artifacts import ArtifactStore
     from runner.errors import ArtifactError
 
     options: dict[str, Any] | None = None
     if root.startswith("s3://"):
-        client: dict[str, Any] = {}
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        if endpoint:
-            client["endpoint_url"] = endpoint
+        client = {"endpoint_url": endpoint} if endpoint else {}
         options = {"client_kwargs": client, "config_kwargs": _S3_CONFIG}
     try:
-        # fsspec keeps one filesystem per root and options: its S3 client is built once.
         return ArtifactStore(root, options)
     except ArtifactError as err:
         raise StoreUnavailable(f"the metadata server cannot open {root}: {err}") from None

@@ -48,7 +48,9 @@ def service(ctx: LocalContext, token: str) -> ServiceDef:
         config={
             "database": redact_url(url),
             "database_hash": hashlib.sha256(url.encode()).hexdigest()[:12],
-            "artifact_store": store,  # a changed store restarts the server on it
+            # The store it reads logs from: a change (root, endpoint, region) restarts it.
+            "artifact_root": store["MLSTACK_METADATA_ARTIFACT_ROOT"],
+            "artifact_store_hash": digest(repr(sorted(store.items()))),
         },
         argv=lambda port: [
             ctx.python,
