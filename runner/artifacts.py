@@ -304,6 +304,11 @@ class ArtifactStore:
     def _object_uri(self, digest: str, filename: str) -> str:
         return f"{self.root_uri}/objects/{digest[:2]}/{digest}/{_segment(filename)}"
 
+    def path_of(self, uri: str) -> str:
+        """The path of ``uri`` on :attr:`fs`; ArtifactError if it is not under the root (or
+        has a ``..`` segment)."""
+        return self._path(uri)
+
     def _path(self, uri: str) -> str:
         """The filesystem path of a URI under this store's root."""
         prefix = self.root_uri + "/"

@@ -131,9 +131,10 @@ def aws_outputs_data(stack: str = "demo", **components: Any) -> dict[str, Any]:
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 
 
-@pytest.fixture(scope="session")
-def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real ``moto_server`` process on a free 127.0.0.1 port; its URL. Stopped at the end."""
+@contextlib.contextmanager
+def moto_process(log: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """A real ``moto_server`` process on a free 127.0.0.1 port (``env`` added to its
+    environment, e.g. ``INITIAL_NO_AUTH_ACTION_COUNT``); its URL. Always stopped after."""
     import socket
     import time
     import urllib.request
@@ -144,7 +145,6 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
     url = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
     with open(log, "wb") as out:
         server = subprocess.Popen(
             [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
@@ -157,6 +157,7 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 "no_proxy": "127.0.0.1",
                 # Batch jobs run as host-network containers: they reach 127.0.0.1 services.
                 "MOTO_DOCKER_NETWORK_MODE": "host",
+                **(env or {}),
             },
         )
     try:
@@ -182,20 +183,33 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             server.wait(timeout=10)
 
 
-@pytest.fixture
-def aws_env(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """AWS_ENDPOINT_URL at the moto server and fake credentials, for this test only."""
-    for key, value in {
-        "AWS_ENDPOINT_URL": moto_server,
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``moto_server`` process on a free 127.0.0.1 port; its URL. Stopped at the end."""
+    with moto_process(tmp_path_factory.mktemp("moto") / "moto.log") as url:
+        yield url
+
+
+def aws_test_env(endpoint: str) -> dict[str, str]:
+    """The AWS SDK's own variables pointing at ``endpoint`` with fake credentials and no
+    profile or shared files (a test's or a child process's whole AWS environment)."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_REGION": "us-east-1",
         "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         "NO_PROXY": "127.0.0.1,localhost",
         "no_proxy": "127.0.0.1,localhost",
-    }.items():
+    }
+
+
+@pytest.fixture
+def aws_env(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """AWS_ENDPOINT_URL at the moto server and fake credentials, for this test only."""
+    for key, value in aws_test_env(moto_server).items():
         monkeypatch.setenv(key, value)
     for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE"):
         monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
     return moto_server

@@ -9,7 +9,6 @@ bearer token itself never travels in a URL. The static files hold no data of the
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
 import time
@@ -24,7 +23,8 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from runner.metadata.db import SessionDep, fetch_or_404
-from runner.metadata.guard import NOT_FOUND
+from runner.metadata.guard import NOT_FOUND, ErrorOut
+from runner.metadata.log_reader import ROOT_ENV
 from runner.metadata.models import Artifact, Lineage, Step
 from runner.metadata.schemas import LoginCode
 
@@ -32,8 +32,7 @@ STATIC = Path(__file__).parent / "ui"
 COOKIE = "mlstack_session"
 CODE_TTL = 60.0
 SESSION_TTL = 12 * 3600.0
-LOG_ROOT_ENV = "MLSTACK_METADATA_ARTIFACT_ROOT"
-"""A local artifact store's folder: step logs under it can be read through ``/steps/{id}/log``."""
+LOG_ROOT_ENV = ROOT_ENV  # the artifact store's root URI or folder: /steps/{id}/log reads under it
 MAX_LOG_CHUNK = 1024 * 1024
 _SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
@@ -153,7 +152,17 @@ def artifact_lineage(artifact_id: str, session: SessionDep) -> ArtifactLineage:
 
 
 _LOG_ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"description": "No such step, or it has no log the server can read."},
+    404: {
+        "model": ErrorOut,
+        "description": "No such step, it has no log yet, its log is not in the artifact store"
+        " (yet), or its log URI is outside the store's logs.",
+    },
+    503: {
+        "model": ErrorOut,
+        "description": "The artifact store refused the read (access denied) or did not answer"
+        " (unreachable, timed out), or the server's artifact root is misconfigured; the detail"
+        " says which. Retry later.",
+    },
 }
 
 
@@ -166,41 +175,22 @@ def step_log(
 ) -> LogChunk:
     """Up to ``limit`` bytes of the step's log from byte ``offset`` (poll with ``next_offset``).
 
-    Only logs inside the stack's local artifact store folder are read; any other URI is 404.
+    Logs are read from the stack's artifact store (``$MLSTACK_METADATA_ARTIFACT_ROOT``, a
+    folder or an s3:// root), only under its ``logs/``; any other URI is 404.
     """
-    step = fetch_or_404(session, Step, step_id, "step")
-    path = _log_path(step.log_uri)
-    try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            fh.seek(min(offset, size))
-            data = fh.read(limit)
-    except FileNotFoundError:
-        raise HTTPException(http.HTTP_404_NOT_FOUND, detail="the step's log file is gone") from None
-    start = min(offset, size)
     from runner.logs import whole_chars
+    from runner.metadata.log_reader import LogNotFound, StoreUnavailable, read_log
 
-    cut = whole_chars(data)
-    text = data[:cut].decode("utf-8", errors="replace")
-    return LogChunk(text=text, offset=start, next_offset=start + cut, size=size)
-
-
-def _log_path(log_uri: str | None) -> Path:
-    if not log_uri:
-        raise HTTPException(http.HTTP_404_NOT_FOUND, detail="the step has no log yet")
-    root = os.environ.get(LOG_ROOT_ENV, "")
-    if not root or not log_uri.startswith("file://"):
-        raise HTTPException(
-            http.HTTP_404_NOT_FOUND,
-            detail="the metadata server cannot read this step's log; use `mlstack logs`",
-        )
-    base = Path(root).resolve()
-    path = Path(log_uri.removeprefix("file://")).resolve()
-    if not path.is_relative_to(base):
-        raise HTTPException(
-            http.HTTP_404_NOT_FOUND, detail="the step's log is outside the artifact store"
-        )
-    return path
+    step = fetch_or_404(session, Step, step_id, "step")
+    try:
+        chunk = read_log(step.log_uri, offset, limit)
+    except LogNotFound as err:
+        raise HTTPException(http.HTTP_404_NOT_FOUND, detail=str(err)) from None
+    except StoreUnavailable as err:
+        raise HTTPException(http.HTTP_503_SERVICE_UNAVAILABLE, detail=str(err)) from None
+    cut = whole_chars(chunk.data)
+    text = chunk.data[:cut].decode("utf-8", errors="replace")
+    return LogChunk(text=text, offset=chunk.offset, next_offset=chunk.offset + cut, size=chunk.size)
 
 
 # --- open routes: the static files and the login redeemer -----------------------------------

@@ -36,7 +36,8 @@ from runner.registry_auth import registry_auth_for_ref
 DEFAULT_BASE = "python:3.11-slim"
 PLATFORM = "linux/amd64"
 PORT = 8080
-SERVER_PACKAGES = ("fastapi", "uvicorn", "SQLAlchemy", "psycopg", "psycopg-binary")
+# s3fs: the dashboard's log panel reads step logs from the stack's bucket (log_reader).
+SERVER_PACKAGES = ("fastapi", "uvicorn", "SQLAlchemy", "psycopg", "psycopg-binary", "s3fs")
 SITE = "/opt/mlstack/site"
 # Docker platform -> pip platform tags of wheels that run there (glibc, as Debian bases).
 PIP_PLATFORMS = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -68,10 +69,12 @@ def start_server(
     port: int | None = None,
     log_path: Path | None = None,
     wait: float = 30.0,
+    env: Mapping[str, str] | None = None,
 ) -> ServerProcess:
     """Run ``python -m runner.metadata.server`` and return once ``/health`` answers.
 
-    The token travels in the child's environment, never on its command line.
+    The token travels in the child's environment, never on its command line; ``env`` adds
+    more (e.g. ``MLSTACK_METADATA_ARTIFACT_ROOT``) to the environment it inherits.
     """
     port = port or free_port()
     owns_log = log_path is None
@@ -83,7 +86,7 @@ def start_server(
         sys.executable, "-m", "runner.metadata.server", "--database-url", database_url,
         "--host", host, "--port", str(port),
     ]  # fmt: skip
-    daemon = spawn(argv, log=log_path, cwd=Path.cwd(), env={TOKEN_ENV: token})
+    daemon = spawn(argv, log=log_path, cwd=Path.cwd(), env={**(env or {}), TOKEN_ENV: token})
     server = ServerProcess(f"http://{host}:{port}", daemon, argv, log_path, owns_log)
     try:
         wait_healthy("metadata server", daemon, f"{server.url}/health", log_path, wait)

@@ -149,6 +149,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    from runner.metadata.log_reader import artifact_root
+
+    try:
+        artifact_root()
+    except ValueError as exc:  # a typo here would only show as 503s in the dashboard
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         app = create_app(args.database_url, token)
     except Exception as exc:  # one clean line for the engine's log, not a traceback

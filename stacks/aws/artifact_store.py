@@ -7,6 +7,9 @@ import pulumi_aws as aws
 
 from stacks.aws.base import AwsContext
 
+PREFIX = "mlstack"  # every object of the store is under s3://BUCKET/PREFIX/
+LOGS = f"{PREFIX}/logs/"  # where step logs are (runner.artifacts.ArtifactStore.log_uri)
+
 
 class ArtifactStore(pulumi.ComponentResource):
     """S3 bucket with force_destroy, all public access blocked, SSE on, versioning opt-in."""
@@ -46,7 +49,7 @@ class ArtifactStore(pulumi.ComponentResource):
                 opts=child,
             )
         self.arn = self.bucket.arn
-        self.uri = pulumi.Output.concat("s3://", self.bucket.bucket, "/mlstack")
+        self.uri = pulumi.Output.concat("s3://", self.bucket.bucket, f"/{PREFIX}")
         self.register_outputs({"bucket": self.bucket.bucket})
 
     def outputs(self, ctx: AwsContext) -> dict[str, object]:

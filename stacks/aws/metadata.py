@@ -12,9 +12,12 @@ The load balancer's listeners speak HTTPS only (see :mod:`stacks.aws.tls`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import pulumi
 import pulumi_aws as aws
 
+from stacks.aws.artifact_store import LOGS
 from stacks.aws.base import (
     LOG_RETENTION_DAYS,
     AwsContext,
@@ -62,6 +65,8 @@ class MetadataServer(pulumi.ComponentResource):
         repository_arn: pulumi.Output[str],
         token_secret: StackSecret,
         db_password: pulumi.Input[str],
+        artifact_uri: pulumi.Input[str],
+        bucket_arn: pulumi.Output[str],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(self.TYPE, "metadata", None, opts)
@@ -142,6 +147,14 @@ class MetadataServer(pulumi.ComponentResource):
         url_secret = stack_secret(
             ctx, "metadata-database-url", database_url(self.db, db_password, DB_NAME), self
         )
+        # The dashboard reads step logs from the bucket, and only those: read-only, logs/ only.
+        task_role = service_role(
+            "metadata-task",
+            name=ctx.name("metadata", 64),
+            service="ecs-tasks.amazonaws.com",
+            policy=policy_document(*log_read(bucket_arn)),
+            opts=child,
+        )
         image = spec.components.metadata.image or metadata_image(
             repository_url, spec.components.orchestrator.base_image
         )
@@ -157,18 +170,28 @@ class MetadataServer(pulumi.ComponentResource):
                 cpu=256,
                 memory=512,
                 command=COMMAND,
+                environment={"MLSTACK_METADATA_ARTIFACT_ROOT": artifact_uri},
                 secrets={
                     "MLSTACK_METADATA_TOKEN": token_secret.arn,
                     "MLSTACK_METADATA_DATABASE_URL": url_secret.arn,
                 },
                 secret_versions=[token_secret.version, url_secret.version],
             ),
+            task_role_arn=task_role.arn,
         )
         self.url = self.platform.url(PORT)
         self.register_outputs({"url": self.url})
 
     def outputs(self) -> dict[str, object]:
         return {"url": self.url, "token_secret": TOKEN_SECRET, "ca_pem": self.platform.tls.ca_pem}
+
+
+def log_read(bucket_arn: pulumi.Output[str]) -> list[dict[str, Any]]:
+    """Read the step logs of this stack's bucket: GetObject under ``logs/``, and ListBucket
+    there (without it S3 answers a missing log with 403, not 404)."""
+    listing = allow(["s3:ListBucket"], [bucket_arn])
+    listing["Condition"] = {"StringLike": {"s3:prefix": [f"{LOGS}*"]}}
+    return [listing, allow(["s3:GetObject"], [bucket_arn.apply(lambda arn: f"{arn}/{LOGS}*")])]
 
 
 def db_instance_class(spec: AwsStackSpec) -> str:

@@ -64,6 +64,8 @@ def program(spec: StackSpec) -> None:
         repository_arn=registry.arn,
         token_secret=secrets.token,
         db_password=config.require_secret("dbPassword"),
+        artifact_uri=store.uri,
+        bucket_arn=store.arn,
         opts=opts,
     )
     tracker: dict[str, Any] = {"kind": "none"}

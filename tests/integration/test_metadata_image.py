@@ -16,11 +16,14 @@ import urllib.request
 import uuid
 from typing import Any
 
+import boto3
 import pytest
 
 from provisioner.engines.pulumi_image import require_docker
+from runner.metadata.client import MetadataClient
 from stacks.aws.image import publish
 from stacks.common.errors import EngineError
+from tests.conftest import aws_test_env
 from tests.integration.test_packaging_docker import (  # noqa: F401 - fixtures
     base_image,
     engine,
@@ -31,6 +34,11 @@ from tests.integration.test_packaging_docker import (  # noqa: F401 - fixtures
 pytestmark = pytest.mark.docker
 
 SESSION = uuid.uuid4().hex[:8]
+_FAKE = {
+    "aws_access_key_id": "testing",
+    "aws_secret_access_key": "testing",
+    "region_name": "us-east-1",
+}
 
 
 def _free_port() -> int:
@@ -43,6 +51,7 @@ def test_up_builds_pushes_and_the_server_starts_from_the_image(
     engine: Any,  # noqa: F811 - the imported fixture
     registry: str,  # noqa: F811
     base_image: str,  # noqa: F811
+    moto_server: str,
 ) -> None:
     ref = f"{registry}/mlstack-{SESSION}:metadata-test"
     started = time.monotonic()
@@ -58,13 +67,22 @@ def test_up_builds_pushes_and_the_server_starts_from_the_image(
     assert image.attrs["Os"] == "linux" and image.attrs["Architecture"] == "amd64"
     assert image.labels.get("mlstack.role") == "metadata-server"
 
+    # As on ECS: the artifact root in the environment, the step logs in the bucket (moto here).
+    bucket = f"mlstack-image-{SESSION}"
+    root = f"s3://{bucket}/mlstack"
+    s3 = boto3.client("s3", endpoint_url=moto_server, **_FAKE)
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(
+        Bucket=bucket, Key="mlstack/logs/r/train.log", Body="from the bucket ✓\n".encode()
+    )
     port = _free_port()
     name = f"mlstack-metadata-{SESSION}"
     container = engine.containers.run(
         pinned,
         command=["python3", "-m", "runner.metadata.server", "--host", "127.0.0.1",
                  "--port", str(port), "--database-url", "sqlite:////tmp/metadata.db"],
-        environment={"MLSTACK_METADATA_TOKEN": f"token-{SESSION}"},
+        environment={"MLSTACK_METADATA_TOKEN": f"token-{SESSION}",
+                     "MLSTACK_METADATA_ARTIFACT_ROOT": root, **aws_test_env(moto_server)},
         network_mode="host", name=name, detach=True,
     )  # fmt: skip
     try:
@@ -83,6 +101,16 @@ def test_up_builds_pushes_and_the_server_starts_from_the_image(
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=5)
         assert refused.value.code == 401  # the token is required, as on ECS
+        with MetadataClient(f"http://127.0.0.1:{port}", f"token-{SESSION}") as client:
+            run = client.create_run("image", "aws")
+            step = client.create_step(run.id, "train")
+            client.update_step(step.id, log_uri=f"{root}/logs/r/train.log")
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/steps/{step.id}/log",
+            headers={"Authorization": f"Bearer token-{SESSION}"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:  # s3fs is in the image
+            assert json.load(answer)["text"] == "from the bucket ✓\n"
     finally:
         container.remove(force=True)
         for tag in (pinned, ref):

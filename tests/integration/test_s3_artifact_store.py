@@ -143,7 +143,28 @@ def check_a_run_lives_in_the_bucket(env: Env, stack: Stack) -> None:
     stored = keys(env, stack.bucket)
     assert report["uri"].removeprefix(f"s3://{stack.bucket}/") in stored
     assert any(k.startswith("runs/logs/") for k in stored), stored  # step logs too
+    check_the_dashboard_reads_a_step_log(stack, result["run_id"])
     assert_no_credentials_written(env, stack)
+
+
+def check_the_dashboard_reads_a_step_log(stack: Stack, run_id: str) -> None:
+    """The stack's metadata server reads the step's log from the bucket (its log panel)."""
+    import httpx
+
+    shown = json.loads(
+        run_cli("outputs", stack.name, "--json", "--show-secrets", check=True).stdout
+    )
+    metadata = shown["metadata"]
+    headers = {"Authorization": f"Bearer {metadata['token']}"}
+    with httpx.Client(base_url=metadata["url"], headers=headers, trust_env=False) as http:
+        steps = http.get(f"/runs/{run_id}").json()["steps"]
+        step = next(s for s in steps if s["name"] == "numbers")
+        assert step["log_uri"].startswith(f"s3://{stack.bucket}/runs/logs/"), step
+        answer = http.get(f"/steps/{step['id']}/log")
+    assert answer.status_code == 200, answer.text
+    chunk = answer.json()
+    assert "making 5 numbers" in chunk["text"]
+    assert chunk["next_offset"] == chunk["size"] == len(chunk["text"].encode())
 
 
 @pytest.mark.services

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,6 +114,52 @@ def test_step_log_outside_the_root_or_missing_is_404(
         assert answer.status_code == 404 and "not yours" not in answer.text, uri
     gone = _step(app_client, (root / "gone.log").as_uri())
     assert app_client.get(f"/steps/{gone}/log").status_code == 404
+
+
+def test_the_artifact_root_may_be_a_file_uri_and_only_its_logs_are_read(
+    app_client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "artifacts"
+    (root / "logs" / "r").mkdir(parents=True)
+    (root / "logs" / "r" / "a.log").write_text("ok\n")
+    (root / "objects").mkdir()
+    (root / "objects" / "model.pkl").write_text("not a log")
+    outside = tmp_path / "secret.txt"
+    outside.write_text("not yours")
+    (root / "logs" / "r" / "link.log").symlink_to(outside)  # leads out of the folder
+    monkeypatch.setenv(dashboard.LOG_ROOT_ENV, root.as_uri() + "/")
+    ok = app_client.get(f"/steps/{_step(app_client, f'{root.as_uri()}/logs/r/a.log')}/log")
+    assert ok.json()["text"] == "ok\n"
+    for uri in (
+        f"{root.as_uri()}/objects/model.pkl",
+        f"{root.as_uri()}/logs/r/link.log",
+        f"{root.as_uri()}/logs/r",  # a folder
+        f"{root.as_uri()}/logs/r/../../objects/model.pkl",
+    ):
+        answer = app_client.get(f"/steps/{_step(app_client, uri)}/log")
+        assert answer.status_code == 404, uri
+        assert "not yours" not in answer.text and "not a log" not in answer.text, uri
+
+
+@pytest.mark.parametrize("root", ["ftp://host/x", "s3://", "relative/folder"])
+def test_a_malformed_artifact_root_is_503_and_stops_the_server_at_start(
+    app_client: TestClient, monkeypatch: pytest.MonkeyPatch, root: str
+) -> None:
+    monkeypatch.setenv(dashboard.LOG_ROOT_ENV, root)
+    answer = app_client.get(f"/steps/{_step(app_client, 'file:///x/logs/a.log')}/log")
+    assert answer.status_code == 503
+    assert dashboard.LOG_ROOT_ENV in answer.json()["detail"]
+    env = {**os.environ, "MLSTACK_METADATA_TOKEN": "t", dashboard.LOG_ROOT_ENV: root}
+    started = subprocess.run(
+        [sys.executable, "-m", "runner.metadata.server", "--database-url", "sqlite://"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert started.returncode == 2
+    (line,) = started.stderr.strip().splitlines()
+    assert line.startswith(f"error: {dashboard.LOG_ROOT_ENV}={root!r}")
 
 
 def test_artifact_lineage_names_producer_and_consumers_across_runs(app_client: TestClient) -> None:

@@ -190,7 +190,7 @@ def test_policies_name_only_this_stacks_resources(full: MockRun) -> None:
     statements = _statements(full)
     assert {name for name, _ in statements} == {
         "batch-execution-policy", "job-policy", "service-execution-policy",
-        "mlflow-task-policy", "sagemaker-policy", "expiry-policy",
+        "mlflow-task-policy", "metadata-task-policy", "sagemaker-policy", "expiry-policy",
     }  # fmt: skip
     for name, statement in statements:
         assert statement["Effect"] == "Allow"
@@ -227,6 +227,35 @@ def test_services_get_secrets_from_secrets_manager_not_the_command_line(full: Mo
         )
     metadata = json.loads(full.named("metadata-task").inputs["containerDefinitions"])[0]
     assert metadata["image"].endswith(f"mlstack-{STACK_ID}:metadata-0.1.0")  # the default
+
+
+def test_metadata_server_reads_step_logs_from_the_bucket_and_nothing_else(full: MockRun) -> None:
+    """The dashboard's log panel: the task knows the store's root and its role may read (and
+    list) the bucket's logs/ only, never write, never another key."""
+    task = full.named("metadata-task")
+    container = json.loads(task.inputs["containerDefinitions"])[0]
+    env = {e["name"]: e["value"] for e in container["environment"]}
+    bucket = f"mlstack-{STACK_ID}"
+    assert env["MLSTACK_METADATA_ARTIFACT_ROOT"] == f"s3://{bucket}/mlstack"
+    assert full.outputs["artifact_store"]["uri"] == env["MLSTACK_METADATA_ARTIFACT_ROOT"]
+    role = full.named("metadata-task-role")
+    assert task.inputs["taskRoleArn"] == f"arn:aws:iam::123456789012:role/{role.inputs['name']}"
+    trust = json.loads(role.inputs["assumeRolePolicy"])["Statement"][0]
+    assert trust["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}
+    statements = [s for name, s in _statements(full) if name == "metadata-task-policy"]
+    assert statements == [
+        {
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket"],
+            "Resource": [f"arn:aws:s3:::{bucket}"],
+            "Condition": {"StringLike": {"s3:prefix": ["mlstack/logs/*"]}},
+        },
+        {
+            "Effect": "Allow",
+            "Action": ["s3:GetObject"],
+            "Resource": [f"arn:aws:s3:::{bucket}/mlstack/logs/*"],
+        },
+    ]
 
 
 def test_metadata_image_comes_from_the_spec() -> None:

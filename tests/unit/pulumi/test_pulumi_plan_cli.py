@@ -31,7 +31,7 @@ AWS_RESOURCES = {
         "cluster", "service-logs", "service-execution-role", "service-execution-policy",
         "load-balancer", "db-subnets", "db", "metadata-database-url",
         "metadata-database-url-value", "metadata-task", "metadata-target", "metadata-listener",
-        "metadata-service", "tls-certificate",
+        "metadata-service", "tls-certificate", "metadata-task-role", "metadata-task-policy",
     },
     "tracker": {
         "mlflow-task-role", "mlflow-task-policy", "tracker-database-url",
