@@ -129,9 +129,22 @@ class ArtifactStore(pulumi.ComponentResource):
     def endpoint(self) -> str:
         return f"http://{self.ctx.host('minio')}:9000"
 
+    @property
+    def uri(self) -> str:
+        return f"s3://{BUCKET}/artifacts"
+
+    def client_env(self, endpoint_var: str) -> list[k8s.core.v1.EnvVarArgsDict]:
+        """What an in-cluster S3 client of the store needs: its endpoint under
+        ``endpoint_var`` and the user's credentials from the store's Secret (never a value)."""
+        return [
+            {"name": endpoint_var, "value": self.endpoint},
+            env_from_secret("AWS_ACCESS_KEY_ID", CREDENTIALS, "AWS_ACCESS_KEY_ID"),
+            env_from_secret("AWS_SECRET_ACCESS_KEY", CREDENTIALS, "AWS_SECRET_ACCESS_KEY"),
+        ]
+
     def outputs(self) -> dict[str, Any]:
         return {
             "kind": "minio",
-            "uri": f"s3://{BUCKET}/artifacts",
+            "uri": self.uri,
             "endpoint_url": service_url(self.ctx, self.service, "minio", 9000),
         }

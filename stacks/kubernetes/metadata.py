@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import pulumi
 import pulumi_kubernetes as k8s
 
+from stacks.kubernetes.artifact_store import ArtifactStore
 from stacks.kubernetes.base import (
     K8sContext,
     deployment,
@@ -56,6 +57,7 @@ class MetadataServer(pulumi.ComponentResource):
         ctx: K8sContext,
         *,
         registry_url: str,
+        store: ArtifactStore,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(self.TYPE, "metadata", None, opts)
@@ -63,7 +65,10 @@ class MetadataServer(pulumi.ComponentResource):
         self.ctx = ctx
         self.postgres = spec.database_url is not None
         env: list[k8s.core.v1.EnvVarArgsDict] = [
-            env_from_secret("MLSTACK_METADATA_TOKEN", TOKEN_SECRET, TOKEN_KEY)
+            env_from_secret("MLSTACK_METADATA_TOKEN", TOKEN_SECRET, TOKEN_KEY),
+            # The dashboard's log panel reads step logs from the store (read-only use).
+            {"name": "MLSTACK_METADATA_ARTIFACT_ROOT", "value": store.uri},
+            *store.client_env("AWS_ENDPOINT_URL_S3"),
         ]
         claim = None
         if spec.database_url:

@@ -73,7 +73,7 @@ def program(spec: StackSpec) -> None:
     if deploys:
         deployer = ModelDeployer(ctx, opts).outputs()
     secrets = SecretsBackend(ctx, config.require_secret("metadataToken"), readers, opts)
-    metadata = MetadataServer(ctx, registry_url=registry.url, opts=opts)
+    metadata = MetadataServer(ctx, registry_url=registry.url, store=store, opts=opts)
     tracker: dict[str, Any] = {"kind": "none"}
     if components.tracker.flavor is TrackerFlavor.mlflow:
         tracker = Tracker(ctx, store=store, metadata=metadata, opts=opts).outputs()

@@ -13,7 +13,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from stacks.kubernetes.artifact_store import BUCKET, CREDENTIALS, ArtifactStore
+from stacks.kubernetes.artifact_store import BUCKET, ArtifactStore
 from stacks.kubernetes.base import (
     K8sContext,
     deployment,
@@ -71,10 +71,8 @@ class Tracker(pulumi.ComponentResource):
         spec = ctx.spec.components.tracker
         assert isinstance(spec, KubernetesMlflowTracker)  # built only for mlflow
         env: list[k8s.core.v1.EnvVarArgsDict] = [
-            {"name": "MLFLOW_S3_ENDPOINT_URL", "value": store.endpoint},
+            *store.client_env("MLFLOW_S3_ENDPOINT_URL"),
             {"name": "MLFLOW_SERVER_ALLOWED_HOSTS", "value": "*"},
-            env_from_secret("AWS_ACCESS_KEY_ID", CREDENTIALS, "AWS_ACCESS_KEY_ID"),
-            env_from_secret("AWS_SECRET_ACCESS_KEY", CREDENTIALS, "AWS_SECRET_ACCESS_KEY"),
         ]
         claim = None
         if metadata.postgres:
