@@ -109,6 +109,9 @@ def test_a_job_stopped_mid_step_keeps_what_it_printed_in_the_store(
         (container,) = docker.from_env().containers.list(
             filters={"name": jobs["sigtermed"]["jobId"]}
         )
+        # The job's PID 1 is the capturing entrypoint itself (no shell that would ignore it).
+        pid1 = container.exec_run(["cat", "/proc/1/cmdline"]).output.split(b"\0")
+        assert pid1[0].startswith(b"python") and b"--capture" in pid1, pid1
         container.kill(signal="SIGTERM")
         aws("batch").terminate_job(jobId=jobs["terminated"]["jobId"], reason=STOP_REASON)
         stopped = {n: wait_status(j["jobId"], "FAILED") for n, j in jobs.items()}
