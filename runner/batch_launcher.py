@@ -24,7 +24,6 @@ import math
 import os
 import queue
 import re
-import shlex
 import sys
 import threading
 import time
@@ -63,7 +62,6 @@ FINAL_RUN = ("completed", "failed", "cancelled")
 DRIVER_DIED = "its driver process died (found by the next run on its host)"
 JOB_PREFIX = "mlstack-"
 CREDENTIALS_URI_ENV = "MLSTACK_BATCH_CREDENTIALS_URI"
-STEP_LOG = "/tmp/mlstack-step.log"
 
 
 @dataclass
@@ -121,14 +119,13 @@ def job_environment(outputs: StackOutputs) -> dict[str, str]:
 
 
 def step_command(step_id: str) -> list[str]:
-    """The job's command: the step entrypoint, its output to CloudWatch (stdout) and to the
-    log file the entrypoint uploads to the artifact store; the entrypoint's exit code."""
-    run = f"python3 -m runner.entrypoint run-step --step-id {shlex.quote(step_id)} --log {STEP_LOG}"
-    script = (
-        f"{{ {run}; echo $? > {STEP_LOG}.rc; }} 2>&1 | tee -a {STEP_LOG};"
-        f' exit "$(cat {STEP_LOG}.rc 2>/dev/null || echo 1)"'
-    )
-    return ["sh", "-c", script]
+    """The job's command: the step entrypoint in capture mode, as the container's PID 1 (no
+    shell: TerminateJob's SIGTERM reaches it and is passed on to the step). It keeps the
+    step's output in the artifact store while it runs (each second, and when it ends or is
+    stopped) and echoes every line to its stdout, which the job's log driver sends to
+    CloudWatch Logs; its exit code is the step's (128 + N for a step killed by signal N)."""
+    entrypoint = ["python3", "-m", "runner.entrypoint", "run-step", "--step-id", step_id]
+    return [*entrypoint, "--capture", "--echo"]
 
 
 class BatchLauncher:
@@ -336,20 +333,28 @@ class BatchLauncher:
                 out.write(f"{tail}\n===== AWS Batch job {job.job_id} FAILED: {reason} =====\n")
         self.progress.update(job.name, "running", f"job {job.job_id}: {STATUSES[desc['status']]}")
         try:
-            self._write_result(job)
+            self._write_result(job, desc)
         except RunnerError as exc:
             with job.log.open("a", encoding="utf-8") as out:
                 out.write(f"mlstack: could not read the step's result back: {exc}\n")
         self._done.put(Finished(step_id=job.step_id, code=code))
 
-    def _write_result(self, job: _Job) -> None:
-        """The step's own record (status, error, outputs) as the driver's result file."""
+    def _write_result(self, job: _Job, desc: dict[str, Any]) -> None:
+        """The step's own record (status, error, outputs) as the driver's result file. A failed
+        job whose step recorded no end (its container was killed: TerminateJob, memory, a
+        lost host) is recorded failed here, with the reason Batch gives."""
         client = self._metadata()
         record = client.get_step(job.step_id)
         status = record.status.value
+        result: dict[str, Any] = {"step_id": job.step_id, "status": status, "outputs": {}}
+        if status in ("pending", "running") and desc["status"] == "FAILED":
+            reason = desc.get("statusReason") or "no reason given"
+            error = f"its AWS Batch job {job.job_id} stopped before the step ended: {reason}"
+            record = client.update_step(job.step_id, status="failed", error=error[:500])
+            status = result["status"] = "failed"
+            result["crashed"] = True
         if status not in ("completed", "failed"):
             return  # the job ended before its step could record anything
-        result: dict[str, Any] = {"step_id": job.step_id, "status": status, "outputs": {}}
         if status == "failed":
             result["error"] = record.error
         else:

@@ -426,7 +426,8 @@ class _Driver:
             self.client.update_step(step_id, status="failed", error=error)
         tail = log_tail(self.log_paths[name])
         self.results[name] = StepResult(
-            name, "failed", step_id, seconds, error=error, log_tail=tail, crashed=not data,
+            name, "failed", step_id, seconds, error=error, log_tail=tail,
+            crashed=not data or bool(data.get("crashed")),
             attempts=self.attempts.attempts_of(name) or 1,
         )  # fmt: skip
         self.state[name] = "failed"
@@ -454,10 +455,15 @@ class _Driver:
     def _record_timeout(self, name: str, step_id: str, error: str) -> None:
         """The killed attempt could not record itself: its status, error and log, from here."""
         log = self.log_paths[name]
+        banner = f"\n===== mlstack: {error}: the step was killed =====\n"
         with log.open("a", encoding="utf-8") as out:
-            out.write(f"\n===== mlstack: {error}: the step was killed =====\n")
+            out.write(banner)
         uri = self.store.log_uri(self.run_id, name, self.attempts.attempts_of(name) or 1)
         try:
+            kept = self.store.read_log(uri) if self.remote_logs else b""
+            if kept:  # the job kept its log in the store itself: the banner goes after it
+                log = self.tmp / f"{name}.kept.log"
+                log.write_bytes(kept + banner.encode())
             self.store.write_log(uri, log)
         except RunnerError as exc:
             self._warn(name, [f"its log was not uploaded: {exc}"])

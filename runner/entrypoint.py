@@ -6,7 +6,8 @@ server, load inputs from the artifact store, run the function, write outputs, an
 status, timings, artifacts and lineage. The step's output goes to a log the caller opened
 (runner/logs.py); where nothing outside the container reads it (a remote orchestrator's
 job), ``run-step --capture`` runs the step as a child process and keeps its output in the
-artifact store itself, while it runs and however it ends.
+artifact store itself, while it runs and however it ends (``--echo``: and on its own stdout,
+which a Batch job's log driver sends to CloudWatch Logs).
 """
 
 from __future__ import annotations
@@ -139,12 +140,45 @@ def execute_step(
     return code
 
 
-def capture_step(step_id: str, outputs: StackOutputs, result_path: Path | None = None) -> int:
+class StopSignals:
+    """SIGTERM and SIGINT, passed on to a child process once there is one (one received before
+    is sent to it at once). A container's PID 1 gets only the signals it handles: AWS Batch's
+    TerminateJob and timeouts stop a job with SIGTERM to it, then SIGKILL."""
+
+    def __init__(self) -> None:
+        import signal
+
+        self.received: list[int] = []
+        self.child: Any = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._forward)
+
+    def attach(self, child: Any) -> None:
+        self.child = child
+        if self.received:  # stopped while the child was starting
+            child.send_signal(self.received[-1])
+
+    def _forward(self, signum: int, _frame: Any) -> None:
+        self.received.append(signum)
+        if self.child is not None:
+            self.child.send_signal(signum)
+
+
+def capture_step(
+    step_id: str,
+    outputs: StackOutputs,
+    result_path: Path | None = None,
+    echo: bool = False,
+    stops: StopSignals | None = None,
+) -> int:
     """Run one step in a child process whose stdout/stderr this process keeps in the store.
 
     The attempt's log goes to ``ArtifactStore.log_uri(run, step, attempt)``, mirrored while
     it grows; a child killed by a signal keeps what it printed, and its step is recorded as
-    failed with the signal named. SIGTERM and SIGINT are passed on to the child.
+    failed with the signal named. SIGTERM and SIGINT are passed on to the child (``stops``,
+    set up as early as the caller can: this process may be a container's PID 1).
+    ``echo`` also copies every line to this process's stdout (a Batch job's CloudWatch Logs).
+    Returns the child's exit code, or 128 + the signal that killed it.
     """
     import shutil
     import signal
@@ -154,6 +188,7 @@ def capture_step(step_id: str, outputs: StackOutputs, result_path: Path | None =
     from runner.logs import LogPump
     from runner.metadata.client import MetadataClient
 
+    stops = stops or StopSignals()
     token = outputs.metadata.token
     client = MetadataClient(
         outputs.metadata.url,
@@ -165,7 +200,7 @@ def capture_step(step_id: str, outputs: StackOutputs, result_path: Path | None =
     attempt = int(record.spec.get("attempt") or 0) + 1  # the one the child is about to start
     uri = store.log_uri(record.run_id, record.name, attempt)
     client.update_step(step_id, log_uri=uri)
-    pump = LogPump(store)
+    pump = LogPump(store, on_lines=_echo if echo else None)
     scratch = Path(tempfile.mkdtemp(prefix="mlstack-step-")) / "step.log"
     log = pump.path_for(uri, scratch)
     argv = [sys.executable, "-u", "-m", "runner.entrypoint", "run-step", "--step-id", step_id]
@@ -173,20 +208,30 @@ def capture_step(step_id: str, outputs: StackOutputs, result_path: Path | None =
         argv += ["--result", str(result_path)]
     with open(log, "ab") as out:
         child = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    stops.attach(child)
     pump.watch(step_id, record.name, log, uri)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, _: child.send_signal(signum))
     code = child.wait()
-    pump.done(step_id)
-    pump.close()
     if code < 0:  # killed: it could not record anything itself
         error = f"its process was killed by signal {signal.Signals(-code).name}"
+        if stops.received:
+            error += " (its job or container was stopped)"
+        with open(log, "ab") as out:
+            out.write(f"\n===== mlstack: {error} =====\n".encode())
+    pump.done(step_id)
+    pump.close()
+    if code < 0:
         if client.get_step(step_id).status.value not in ("completed", "failed", "cancelled"):
             client.update_step(step_id, status="failed", error=error)
         code = 128 - code
     client.close()
     shutil.rmtree(scratch.parent, ignore_errors=True)
     return code
+
+
+def _echo(_name: str, lines: list[str]) -> None:
+    """A captured step's new lines, copied to this process's stdout as they come."""
+    sys.stdout.write("".join(f"{line}\n" for line in lines))
+    sys.stdout.flush()
 
 
 def _split_outputs(names: tuple[str, ...], value: Any, step: str) -> dict[str, Any]:
@@ -208,7 +253,7 @@ def _describe_value(value: Any) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m runner.entrypoint run-step --step-id ID [--result FILE] [--capture]``."""
+    """``python -m runner.entrypoint run-step --step-id ID [--result F] [--capture [--echo]]``."""
     parser = argparse.ArgumentParser(prog="python -m runner.entrypoint")
     sub = parser.add_subparsers(dest="command", required=True)
     run_step = sub.add_parser("run-step", help="execute one recorded step")
@@ -218,7 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     run_step.add_argument(
         "--capture", action="store_true", help="keep the step's output in the artifact store"
     )
+    run_step.add_argument(
+        "--echo", action="store_true", help="with --capture: also copy the output to stdout"
+    )
     args = parser.parse_args(argv)
+    stops = StopSignals() if args.capture else None  # before anything slow: see StopSignals
     try:
         outputs = outputs_from_env()
         if outputs.metadata.token is None:
@@ -230,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.capture:
-        return capture_step(args.step_id, outputs, result_path=args.result)
+        return capture_step(args.step_id, outputs, args.result, echo=args.echo, stops=stops)
     return execute_step(args.step_id, outputs, log_path=args.log, result_path=args.result)
 
 

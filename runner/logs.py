@@ -132,7 +132,7 @@ class LogPump:
             size = w.path.stat().st_size
         except OSError:
             return
-        if self.on_lines is not None and size > w.read:
+        if self.on_lines is not None and (size > w.read or (final and w.partial)):
             with open(w.path, "rb") as fh:
                 fh.seek(w.read)
                 data = w.partial + fh.read(size - w.read)

@@ -32,8 +32,9 @@ class Prepared:
     ``native_retries`` / ``native_timeouts``: the orchestrator itself retries failed attempts
     (``step.retries``) / stops attempts over ``step.timeout``, so the driver does not.
     ``remote_logs``: the step's output never reaches the log file the driver hands the
-    launcher; the job keeps it in the store itself (``run-step --log`` or ``--capture``, at
-    ``ArtifactStore.log_uri(run, step, attempt)``), so the driver neither mirrors nor marks it.
+    launcher; the job keeps it in the store itself (``run-step --capture``, at
+    ``ArtifactStore.log_uri(run, step, attempt)``), so the driver does not mirror it (a
+    timed-out attempt's note goes after the job's own copy).
     """
 
     launcher: Any

@@ -209,5 +209,5 @@ class AwsBatchOrchestrator(Orchestrator):
             {"code": code.as_dict(), "image": build.image},
             code.describe(),
             native_timeouts=True,
-            remote_logs=True,  # the job uploads its log (step_command's --log)
+            remote_logs=True,  # the job keeps its log in the bucket (step_command's --capture)
         )

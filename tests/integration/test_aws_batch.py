@@ -203,6 +203,12 @@ def test_a_step_over_its_timeout_is_terminated(stack: BatchStack) -> None:
     (job,) = run_jobs(stack, result.run_id)
     assert job["status"] == "FAILED"
     assert job["timeout"] == {"attemptDurationSeconds": 60}  # Batch's minimum
+    # The bucket keeps the job's own log of the attempt, the driver's note after it.
+    from runner.artifact_stores import open_store
+
+    store = open_store(stack.outputs)
+    log = store.read_text(store.log_uri(result.run_id, "overrun", 1))
+    assert log.count("sleeping past my timeout") == 1 and "timed out after 4s" in log
     deadline = time.monotonic() + 30
     while docker.from_env().containers.list(filters={"name": job["jobId"]}):
         assert time.monotonic() < deadline, "the timed-out job's container kept running"
@@ -255,16 +261,20 @@ from runner.driver import run
 from runner.loader import load_pipeline
 from stacks.outputs import StackOutputs
 outputs = StackOutputs.model_validate(json.load(open(sys.argv[1])))
-run(load_pipeline(sys.argv[2]), outputs, params={"seconds": 300}, no_cache=True)
+run(load_pipeline(sys.argv[2]), outputs, params=json.loads(sys.argv[3]), no_cache=True)
 """
 
 
-def _driver(stack: BatchStack, tmp_path: Path) -> subprocess.Popen[bytes]:
+def start_driver(
+    stack: BatchStack, tmp_path: Path, ref: str = f"{BATCH_TOY}:lingering"
+) -> subprocess.Popen[bytes]:
+    """A run of ``ref`` (its steps sleep 300 s) by a driver process of its own."""
     secret = tmp_path / "outputs.json"  # the driver's own outputs, as the CLI would hold them
     secret.write_text(json.dumps(stack.outputs.revealed()))
     secret.chmod(0o600)
+    params = json.dumps({"seconds": 300})
     return subprocess.Popen(
-        [sys.executable, "-c", DRIVER, str(secret), f"{BATCH_TOY}:lingering"],
+        [sys.executable, "-c", DRIVER, str(secret), ref, params],
         env=dict(os.environ, TMPDIR=str(tmp_path)),  # a killed driver's scratch stays here
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -273,20 +283,32 @@ def _driver(stack: BatchStack, tmp_path: Path) -> subprocess.Popen[bytes]:
 
 
 def _running_job(stack: BatchStack, driver: subprocess.Popen[bytes]) -> dict[str, Any]:
+    (job,) = running_jobs(stack, driver, "linger")
+    return job
+
+
+def running_jobs(
+    stack: BatchStack, driver: subprocess.Popen[bytes], *steps: str
+) -> list[dict[str, Any]]:
+    """The jobs of ``steps`` (names), described once every one of them is RUNNING."""
     batch = aws("batch")
     queue = stack.outputs.orchestrator.job_queue  # type: ignore[union-attr]
     deadline = time.monotonic() + 120
     while True:
         assert driver.poll() is None, driver.stderr.read() if driver.stderr else ""
         running = batch.list_jobs(jobQueue=queue, jobStatus="RUNNING")["jobSummaryList"]
-        found = [j for j in running if j["jobName"].endswith("-linger")]
-        if found:
-            return batch.describe_jobs(jobs=[found[0]["jobId"]])["jobs"][0]
-        assert time.monotonic() < deadline, "the job never started"
+        found = [
+            next((j["jobId"] for j in running if j["jobName"].endswith(f"-{s}")), None)
+            for s in steps
+        ]
+        if all(found):
+            by_id = {j["jobId"]: j for j in batch.describe_jobs(jobs=found)["jobs"]}
+            return [by_id[job_id] for job_id in found]
+        assert time.monotonic() < deadline, f"the jobs of {steps} never all started"
         time.sleep(0.5)
 
 
-def _wait_status(job_id: str, status: str, within: float = 60) -> dict[str, Any]:
+def wait_status(job_id: str, status: str, within: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + within
     while True:
         job = aws("batch").describe_jobs(jobs=[job_id])["jobs"][0]
@@ -297,14 +319,14 @@ def _wait_status(job_id: str, status: str, within: float = 60) -> dict[str, Any]
 
 
 def test_ctrl_c_terminates_the_runs_jobs(stack: BatchStack, tmp_path: Path) -> None:
-    driver = _driver(stack, tmp_path)
+    driver = start_driver(stack, tmp_path)
     try:
         job = _running_job(stack, driver)
         driver.send_signal(signal.SIGINT)
         driver.wait(timeout=60)
         err = driver.stderr.read().decode() if driver.stderr else ""
         assert "RunCancelled" in err, err[-2000:]
-        stopped = _wait_status(job["jobId"], "FAILED")
+        stopped = wait_status(job["jobId"], "FAILED")
         assert "cancelled" in stopped.get("statusReason", "")
         assert not list(tmp_path.glob("mlstack-run-*")), "the driver did not clean up"
     finally:
@@ -315,7 +337,7 @@ def test_ctrl_c_terminates_the_runs_jobs(stack: BatchStack, tmp_path: Path) -> N
 def test_a_killed_drivers_jobs_are_terminated_by_the_next_run(
     stack: BatchStack, tmp_path: Path
 ) -> None:
-    driver = _driver(stack, tmp_path)
+    driver = start_driver(stack, tmp_path)
     try:
         job = _running_job(stack, driver)
         os.killpg(driver.pid, signal.SIGKILL)
@@ -323,7 +345,7 @@ def test_a_killed_drivers_jobs_are_terminated_by_the_next_run(
         assert aws("batch").describe_jobs(jobs=[job["jobId"]])["jobs"][0]["status"] == "RUNNING"
         result = run_pipeline(stack, f"{TOY}:one_step")
         assert result.status == "completed"
-        stopped = _wait_status(job["jobId"], "FAILED")
+        stopped = wait_status(job["jobId"], "FAILED")
         assert "driver process died" in stopped.get("statusReason", "")
         from runner.metadata.client import MetadataClient
 

@@ -301,11 +301,15 @@ def test_run_step_capture_keeps_a_killed_steps_log_for_remote_orchestrators(
         }  # fmt: skip
         step = client.create_step(run.id, "killed", spec=spec)
     env = dict(os.environ, **{OUTPUTS_ENV: json.dumps(outputs)})
+    argv = [sys.executable, "-m", "runner.entrypoint", "run-step", "--step-id", step.id]
     proc = subprocess.run(
-        [sys.executable, "-m", "runner.entrypoint", "run-step", "--step-id", step.id, "--capture"],
-        env=env, capture_output=True, text=True, timeout=120,
+        [*argv, "--capture", "--echo"], env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 128 + signal.SIGKILL, proc.stderr
+    # --echo: every line on the entrypoint's own stdout too (a Batch job's CloudWatch Logs).
+    echoed = proc.stdout.splitlines()
+    assert "before the kill: stdout line" in echoed and "before the kill: stderr line" in echoed
+    assert "===== mlstack: its process was killed by signal SIGKILL =====" in echoed
     with MetadataClient(meta["url"], meta["token"], ca_pem=meta.get("ca_pem")) as client:
         record = client.get_step(step.id)
         client.update_run(run.id, status="failed")

@@ -107,6 +107,14 @@ def test_job_environment_carries_no_secret(monkeypatch: pytest.MonkeyPatch) -> N
     assert carried["metadata"]["token"] is None and carried["stack"] == out.stack
 
 
+def test_the_job_command_is_the_capturing_entrypoint_as_pid_1() -> None:
+    """No shell between Batch and the entrypoint: TerminateJob's SIGTERM goes to the job's
+    PID 1, which only a process that handles it (the capture) receives."""
+    command = step_command("abc")
+    assert command[:3] == ["python3", "-m", "runner.entrypoint"]
+    assert command[3:] == ["run-step", "--step-id", "abc", "--capture", "--echo"]
+
+
 def test_job_names_fit_batch_rules() -> None:
     assert job_name("0123456789abcdef", "train.v2") == "mlstack-01234567-train-v2"
     assert len(job_name("r" * 40, "s" * 200)) == 128

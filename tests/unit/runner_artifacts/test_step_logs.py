@@ -57,6 +57,29 @@ def test_the_pump_mirrors_a_growing_log_to_s3_and_keeps_its_end(
     pump.close()
 
 
+def test_the_pump_hands_out_a_last_line_without_newline_when_the_step_ends(
+    moto: Moto,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A line still open when a tick read it is handed out at the end, though nothing more
+    was written (what a Batch job echoes to CloudWatch Logs ends with it)."""
+    store = ArtifactStore(f"s3://{moto.bucket}/{uuid.uuid4().hex[:8]}", moto.options)
+    seen: list[str] = []
+    pump = LogPump(store, on_lines=lambda _, lines: seen.extend(lines), mirror_seconds=0.1)
+    uri = store.log_uri("run-1", "train")
+    path = tmp_path / "train.log"
+    path.write_bytes(b"done\nthe end, no newline")
+    pump.watch("step-1", "train", path, uri)
+    deadline = time.monotonic() + 10
+    while store.read_log(uri) != path.read_bytes():  # a tick read it all (and mirrored it)
+        assert time.monotonic() < deadline, store.read_log(uri)
+        time.sleep(0.05)
+    assert seen == ["done"]
+    pump.done("step-1")
+    assert seen == ["done", "the end, no newline"]
+    pump.close()
+
+
 def test_follow_yields_new_text_until_the_step_ends(tmp_path: Path) -> None:
     store = ArtifactStore(f"file://{tmp_path}")
     uri = store.log_uri("run-1", "train")
