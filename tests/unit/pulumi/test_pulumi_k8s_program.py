@@ -116,6 +116,20 @@ def test_secret_values_are_not_in_any_container_spec(full: MockRun) -> None:
     assert token["valueFrom"]["secretKeyRef"]["name"] == "mlstack-metadata-token"
 
 
+def test_the_metadata_server_reads_step_logs_from_the_store(full: MockRun) -> None:
+    """The dashboard's log panel: the store's root and in-cluster endpoint, and the store
+    user's credentials by reference to its Secret, never as values."""
+    env = {e["name"]: e for e in full.named("metadata-deployment").get(
+        "spec.template.spec.containers.0.env")}  # fmt: skip
+    outputs = full.outputs["artifact_store"]
+    assert env["MLSTACK_METADATA_ARTIFACT_ROOT"]["value"] == outputs["uri"]
+    assert env["AWS_ENDPOINT_URL_S3"]["value"] == f"http://minio.{NAMESPACE}.svc.cluster.local:9000"
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert "value" not in env[key]
+        assert env[key]["valueFrom"]["secretKeyRef"]["name"] == "minio-credentials"
+    assert "minio-user-password-for-tests" not in str(env)
+
+
 def test_default_metadata_image_is_not_awaited(full: MockRun) -> None:
     metadata = full.named("metadata-deployment")
     image = metadata.get("spec.template.spec.containers.0.image")
