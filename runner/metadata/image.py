@@ -90,8 +90,12 @@ def install_site(pins: list[str], platform: str, python: str, ca_bundle: str | N
             f"pip's output: {log}",
         )
     (tmp / ".complete").write_text("")
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    if folder.exists() and not (folder / ".complete").exists():
+        shutil.rmtree(folder, ignore_errors=True)  # an interrupted install's leftovers
+    try:
+        tmp.rename(folder)
+    except OSError:  # another process finished the same folder first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 
