@@ -4,7 +4,9 @@
 runs), records the run, resolves cache hits itself, hands the rest to the orchestrator's
 launcher in DAG order with bounded parallelism, and records the outcome. A failing step fails
 the run and skips what depends on it; Ctrl-C or SIGTERM (``mlstack down --force``) cancels
-the run: its steps are stopped and recorded cancelled before the driver exits.
+the run: its steps are stopped and recorded cancelled before the driver exits. While the
+run is unfinished the driver beats a heartbeat on the metadata server (runner/heartbeat.py);
+a cancel request found there (``down --force`` from another machine) takes the SIGTERM path.
 """
 
 from __future__ import annotations
