@@ -46,14 +46,22 @@ def slowflow() -> None:
 """
 
 
-def start_run(tmp_path: Path, stack: str, marker: Path) -> subprocess.Popen[str]:
+def start_run(tmp_path: Path, stack: str, marker: Path, **env: str) -> subprocess.Popen[str]:
     flow = tmp_path / "slow_flow.py"
     flow.write_text(SLOW_FLOW)
     return subprocess.Popen(
         [MLSTACK, "run", f"{flow}:slowflow", "--stack", stack],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        env=dict(os.environ, MLSTACK_TEST_MARKER=str(marker)),
+        env=dict(os.environ, MLSTACK_TEST_MARKER=str(marker), **env),
     )  # fmt: skip
+
+
+def started_step(driver: subprocess.Popen[str], marker: Path) -> psutil.Process:
+    """The slow step's process, once it runs (it writes its pid to ``marker``)."""
+    wait_for("the slow step to start", lambda: marker.exists() or driver.poll(), 120)
+    assert driver.poll() is None, driver.communicate()
+    wait_for("the step to write its pid", lambda: marker.read_text().strip() != "")
+    return psutil.Process(int(marker.read_text()))
 
 
 def wait_for(what: str, check: object, timeout: float = 600) -> None:
@@ -123,10 +131,7 @@ def test_down_refuses_during_a_run_and_force_cancels_it_local(
         marker = tmp_path / "slow.pid"
         driver = start_run(tmp_path, name, marker)
         cleanup.append(driver)
-        wait_for("the slow step to start", lambda: marker.exists() or driver.poll(), 120)
-        assert driver.poll() is None, driver.communicate()
-        wait_for("the step to write its pid", lambda: marker.read_text().strip() != "")
-        step = psutil.Process(int(marker.read_text()))
+        step = started_step(driver, marker)
         tree = psutil.Process(driver.pid).children(recursive=True)
         assert step.pid in {p.pid for p in tree}
         check_refused_then_forced(name, store, driver, tree)
@@ -172,26 +177,9 @@ def test_down_refuses_during_a_run_and_force_cancels_it_docker(
 def start_remote_run(tmp_path: Path, stack: str, marker: Path, host: str) -> subprocess.Popen[str]:
     """A real driver that records ``host`` as its machine (MLSTACK_HOSTNAME), beating every
     0.5 s: to this host's `down` it is a teammate's run on a shared stack."""
-    flow = tmp_path / "slow_flow.py"
-    flow.write_text(SLOW_FLOW)
-    env = dict(
-        os.environ,
-        MLSTACK_TEST_MARKER=str(marker),
-        MLSTACK_HOSTNAME=host,
-        MLSTACK_HEARTBEAT_SECONDS="0.5",
+    return start_run(
+        tmp_path, stack, marker, MLSTACK_HOSTNAME=host, MLSTACK_HEARTBEAT_SECONDS="0.5"
     )
-    return subprocess.Popen(
-        [MLSTACK, "run", f"{flow}:slowflow", "--stack", stack],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        env=env,
-    )  # fmt: skip
-
-
-def started_step(driver: subprocess.Popen[str], marker: Path) -> psutil.Process:
-    wait_for("the slow step to start", lambda: marker.exists() or driver.poll(), 120)
-    assert driver.poll() is None, driver.communicate()
-    wait_for("the step to write its pid", lambda: marker.read_text().strip() != "")
-    return psutil.Process(int(marker.read_text()))
 
 
 def test_down_sees_runs_driven_from_another_host_and_force_cancels_them(
