@@ -223,7 +223,9 @@ def down(name: str, yes: bool, as_json: bool, force: bool) -> None:
         from provisioner.cli_runs import reap_quietly
 
         reap_quietly(name)  # a killed driver's run: failed, its MLflow run ended, first
-    active = _active_runs(name) if rec.status != "destroyed" and rec.outputs else []
+    outputs, active = (
+        _active_runs(name) if rec.status != "destroyed" and rec.outputs else (None, [])
+    )
     if active and not force:
         from runner.active_runs import RunsActive, describe
 
@@ -237,10 +239,19 @@ def down(name: str, yes: bool, as_json: bool, force: bool) -> None:
             raise UsageError(f"refusing to destroy {name!r} without --yes (no terminal to ask)")
         click.confirm(f"Destroy stack {name!r} and all its data?", abort=True)
     if active:
-        from runner.active_runs import cancel_runs
+        from runner.active_runs import CANCEL_TIMEOUT_SECONDS, cancel_runs, describe, is_remote
 
-        for run in cancel_runs(active):
-            click.echo(f"cancelled run {run.id[:12]} ({run.pipeline})", err=True)
+        assert outputs is not None  # found active runs through them
+        for run, stopped in cancel_runs(outputs, active):
+            if stopped:
+                click.echo(f"cancelled {describe([run])}", err=True)
+                continue
+            what = "tearing down anyway" if is_remote(run) else "killed its driver"
+            click.echo(
+                f"warning: {describe([run])} did not stop within "
+                f"{CANCEL_TIMEOUT_SECONDS:g} s of being cancelled: {what}",
+                err=True,
+            )
     with LiveProgress(f"mlstack down {name}") as progress:
         report = teardown(name, progress=progress)
     if as_json:
@@ -251,17 +262,19 @@ def down(name: str, yes: bool, as_json: bool, force: bool) -> None:
         raise SystemExit(1)
 
 
-def _active_runs(name: str) -> list[Any]:
-    """The stack's active runs; none (with a warning) if its metadata server cannot say."""
+def _active_runs(name: str) -> tuple[Any, list[Any]]:
+    """The stack's outputs (token resolved) and active runs; no runs (with a warning) if its
+    metadata server cannot say."""
     from provisioner import api
     from runner.active_runs import active_runs
     from runner.secrets import resolve_token
 
     try:
-        return active_runs(resolve_token(api.outputs(name)))
+        outputs = resolve_token(api.outputs(name))
+        return outputs, active_runs(outputs)
     except MlstackError as exc:
         click.echo(f"warning: cannot ask stack {name!r} for active runs: {exc}", err=True)
-        return []
+        return None, []
 
 
 @cli.command()

@@ -83,10 +83,11 @@ def job_name(run_id: str, step: str) -> str:
 
 
 def driver_tag() -> str:
-    """``<host>:<pid>`` of this driver, in the characters a Batch tag value allows."""
-    import socket
+    """``<host>:<pid>`` of this driver, in the characters a Batch tag value allows (the
+    host as its runs record it: runner/heartbeat.py)."""
+    from runner.heartbeat import this_host
 
-    return re.sub(r"[^A-Za-z0-9_.:/=+@ -]", "-", f"{socket.gethostname()}:{os.getpid()}")[:256]
+    return re.sub(r"[^A-Za-z0-9_.:/=+@ -]", "-", f"{this_host()}:{os.getpid()}")[:256]
 
 
 def driver_gone(tag: str) -> bool:

@@ -4,7 +4,9 @@
 runs), records the run, resolves cache hits itself, hands the rest to the orchestrator's
 launcher in DAG order with bounded parallelism, and records the outcome. A failing step fails
 the run and skips what depends on it; Ctrl-C or SIGTERM (``mlstack down --force``) cancels
-the run: its steps are stopped and recorded cancelled before the driver exits.
+the run: its steps are stopped and recorded cancelled before the driver exits. While the
+run is unfinished the driver beats a heartbeat on the metadata server (runner/heartbeat.py);
+a cancel request found there (``down --force`` from another machine) takes the SIGTERM path.
 """
 
 from __future__ import annotations
@@ -115,6 +117,8 @@ def run(
         launcher = ready.launcher
         deployer_for(outputs).prepare_image(ready.extra_spec.get("image"), progress)
         driver = _Driver(compiled, outputs, launcher, store, no_cache, progress, scratch)
+        if previous is not None:  # a cancel request takes the SIGTERM path (it wakes waits)
+            driver.on_cancel = lambda: os.kill(os.getpid(), signal.SIGTERM)
         driver.fail_fast = pipeline.fail_fast if fail_fast is None else fail_fast
         driver.remote_logs = ready.remote_logs
         driver.attempts = Attempts(
@@ -183,21 +187,26 @@ class _Driver:
         self.logs = LogPump(store, on_lines=on_lines)
         self.log_paths: dict[str, Path] = {}  # invocation -> the file its attempt writes to
         self.remote_logs = False  # the orchestrator's jobs keep their logs (Prepared)
+        self.on_cancel: Any = _cannot_cancel  # what a cancel request (heartbeat) does
 
     def run(self, *, extra_spec: dict[str, Any], code_ref: str | None) -> RunResult:
         """Record the run, walk the DAG; ``extra_spec`` goes into every step's spec."""
         started = time.monotonic()
         c = self.compiled
         self.extra_spec = extra_spec
+        from runner import heartbeat
         from runner.reaping import reap
 
         reap(self.outputs, self.client)  # runs of killed drivers: failed before this one starts
+        every = heartbeat.interval()
         record = self.client.create_run(
             pipeline=c.name,
             stack=self.outputs.stack,
             params=c.params,
             code_ref=code_ref,
             driver_pid=os.getpid(),
+            host=heartbeat.this_host(),
+            heartbeat_seconds=every,
         )
         self.run_id = record.id
         if hasattr(self.launcher, "run_label"):
@@ -207,11 +216,13 @@ class _Driver:
         if self.tracker_run_id:
             self.client.update_run(self.run_id, tracker_run_id=self.tracker_run_id)
         status = "failed"
+        beat = heartbeat.Heartbeat(self.client, self.run_id, every, self.on_cancel).start()
         try:
             self._loop()
             status = "failed" if any(s == "failed" for s in self.state.values()) else "completed"
         except KeyboardInterrupt:
             status = "cancelled"
+            beat.stop()
             self.launcher.close(kill=True)
             self.logs.close()  # what the stopped steps printed, kept in the store
             cancelled = [
@@ -225,6 +236,7 @@ class _Driver:
                 self.progress.update(name, "cancelled")
             self.running.clear()
         finally:
+            beat.stop()
             self.logs.close()
             self._skip_rest(
                 "the run was cancelled" if status == "cancelled" else "an upstream step failed"
@@ -477,6 +489,16 @@ class _Driver:
                 self.state[name] = "skipped"
                 self.results[name] = StepResult(name, "skipped", step.id)
                 self.progress.update(name, "skipped", reason)
+
+
+def _cannot_cancel() -> None:
+    import sys
+
+    print(
+        "warning: this run's cancellation was requested (mlstack down --force), but its "
+        "driver does not run on the main thread, where it could be interrupted",
+        file=sys.stderr,
+    )
 
 
 def _settings(step: Any) -> dict[str, Any]:

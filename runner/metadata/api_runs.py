@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import UTC
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
@@ -38,11 +39,18 @@ from runner.metadata.schemas import (
 router = APIRouter()
 
 REAPED_ERROR = "driver process exited"
+STALE_ERROR = "driver on {host} stopped sending heartbeats"
 
 
 def run_out(run: Run) -> RunOut:
     """The response model of a run row (its pipeline is loaded with it)."""
-    return RunOut.model_validate({**_columns(run), "pipeline": run.pipeline.name})
+    age = None
+    if run.heartbeat_seconds is not None:
+        last = run.heartbeat_at or run.created_at
+        age = max(0.0, (utcnow() - last.replace(tzinfo=last.tzinfo or UTC)).total_seconds())
+    return RunOut.model_validate(
+        {**_columns(run), "pipeline": run.pipeline.name, "heartbeat_age": age}
+    )
 
 
 def _columns(row: Any) -> dict[str, Any]:
@@ -80,6 +88,8 @@ def _changes(body: RunUpdate | StepUpdate) -> dict[str, Any]:
     fields = body.model_dump(exclude_unset=True, exclude={"id"})
     if fields.get("status", "") is None:
         del fields["status"]
+    if fields.pop("cancel_requested", None):
+        fields["cancel_requested_at"] = utcnow()
     return fields
 
 
@@ -133,6 +143,8 @@ def create_run(body: RunCreate, session: SessionDep) -> RunOut:
         params=body.params,
         code_ref=body.code_ref,
         driver_pid=body.driver_pid,
+        host=body.host,
+        heartbeat_seconds=body.heartbeat_seconds,
     )
     session.add(run)
     session.commit()
@@ -161,21 +173,31 @@ def list_runs(
 
 @router.post("/runs/reap", tags=["runs"])
 def reap_runs(session: SessionDep, body: ReapRequest | None = None) -> ReapResult:
-    """Fail the unfinished runs whose driver process no longer exists on this host."""
+    """Fail the unfinished runs whose driver is gone: its process, when it ran on this host
+    (or did not say where); its heartbeat, missed for STALE_HEARTBEATS intervals, elsewhere."""
+    from runner.heartbeat import this_host
+
     query = select(Run).where(
         Run.status.in_([RunStatus.PENDING.value, RunStatus.RUNNING.value]),
-        Run.driver_pid.is_not(None),
+        Run.driver_pid.is_not(None) | Run.heartbeat_seconds.is_not(None),
     )
     if body is not None and body.stack is not None:
         query = query.where(Run.stack == body.stack)
     reaped: list[str] = []
     now = utcnow()
+    here = this_host()
     for run in session.scalars(query).unique():
         # Whatever a record holds (written by hand, or before validation), reap never fails.
-        if not isinstance(run.driver_pid, int) or pid_alive(run.driver_pid):
+        if run.host is not None and run.host != here:
+            if not run_out(run).heartbeat_stale:
+                continue
+            error = STALE_ERROR.format(host=run.host)
+        elif not isinstance(run.driver_pid, int) or pid_alive(run.driver_pid):
             continue
+        else:
+            error = REAPED_ERROR
         run.status = RunStatus.FAILED.value
-        run.error = REAPED_ERROR
+        run.error = error
         run.ended_at = run.ended_at or now
         unfinished = [StepStatus.PENDING.value, StepStatus.RUNNING.value]
         for step in session.scalars(
@@ -215,6 +237,16 @@ def get_run(run_id: str, session: SessionDep) -> RunDetail:
     run = fetch_or_404(session, Run, run_id, "run")
     steps = _steps_of(session, run_id)
     return RunDetail.model_validate({**run_out(run).model_dump(), "steps": steps})
+
+
+@router.post("/runs/{run_id}/heartbeat", tags=["runs"], responses=NOT_FOUND)
+def heartbeat(run_id: str, session: SessionDep) -> RunOut:
+    """The run's driver is alive: stamp ``heartbeat_at`` (server clock). The answer says
+    whether a cancellation was requested (``cancel_requested_at``)."""
+    run = fetch_or_404(session, Run, run_id, "run")
+    run.heartbeat_at = utcnow()
+    session.commit()
+    return run_out(run)
 
 
 @router.patch("/runs/{run_id}", tags=["runs"], responses=NOT_FOUND)

@@ -142,6 +142,8 @@ class MetadataClient:
         params: dict[str, Any] | None = None,
         code_ref: str | None = None,
         driver_pid: int | None = None,
+        host: str | None = None,
+        heartbeat_seconds: float | None = None,
     ) -> RunOut:
         """Record a new ``pending`` run of ``pipeline`` on ``stack``."""
         body = encode_body(
@@ -152,6 +154,8 @@ class MetadataClient:
             params=params or {},
             code_ref=code_ref,
             driver_pid=driver_pid,
+            host=host,
+            heartbeat_seconds=heartbeat_seconds,
         )
         return self._http.call(_RUN, "POST", "/runs", body)
 
@@ -180,8 +184,10 @@ class MetadataClient:
         started_at: datetime | None = None,
         ended_at: datetime | None = None,
         driver_pid: int | None = None,
+        cancel_requested: bool = False,
     ) -> RunOut:
-        """Change a run; ``None`` leaves a field as it is."""
+        """Change a run; ``None`` leaves a field as it is. ``cancel_requested`` asks its
+        driver to cancel the run (it sees the request with its next heartbeat)."""
         body = encode_body(
             RunUpdate,
             "run update",
@@ -191,8 +197,14 @@ class MetadataClient:
             started_at=started_at,
             ended_at=ended_at,
             driver_pid=driver_pid,
+            cancel_requested=cancel_requested or None,
         )
         return self._http.call(_RUN, "PATCH", f"/runs/{_quote(run_id)}", body, what=f"run {run_id}")
+
+    def heartbeat(self, run_id: str) -> RunOut:
+        """The run's driver is alive; the answer carries ``cancel_requested_at``."""
+        path = f"/runs/{_quote(run_id)}/heartbeat"
+        return self._http.call(_RUN, "POST", path, None, what=f"run {run_id}")
 
     def reap_runs(self, stack: str | None = None) -> list[str]:
         """Fail the unfinished runs whose driver process is gone; returns their ids."""

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Request, status
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -73,7 +73,36 @@ def make_engine(database_url: str) -> Engine:
     if url.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _on_sqlite_connect)
     Base.metadata.create_all(engine)
+    add_missing_columns(engine)
     return engine
+
+
+def add_missing_columns(engine: Engine) -> list[str]:
+    """Add the columns a newer release gave an existing table (``table.column``, added).
+
+    ``create_all`` creates missing tables only. A column added later is nullable, so an
+    ``ALTER TABLE ... ADD COLUMN`` (SQLite and PostgreSQL alike) leaves old rows valid.
+    """
+    added = []
+    existing = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        present = {column["name"] for column in existing.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if not column.nullable:
+                raise RuntimeError(f"column {table.name}.{column.name} must be nullable to add")
+            kind = column.type.compile(dialect=engine.dialect)
+            ddl = f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'
+            try:
+                with engine.begin() as connection:
+                    connection.exec_driver_sql(ddl)
+            except Exception:
+                # Another server process starting on the same database added it first.
+                if column.name not in {c["name"] for c in inspect(engine).get_columns(table.name)}:
+                    raise
+            added.append(f"{table.name}.{column.name}")
+    return added
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

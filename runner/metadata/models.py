@@ -89,6 +89,11 @@ class Run(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Added after the first release: nullable, so db.add_missing_columns can add them.
+    host: Mapped[str | None] = mapped_column(String(255))
+    heartbeat_seconds: Mapped[float | None] = mapped_column(Float)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     pipeline: Mapped[Pipeline] = relationship(lazy="joined")
 

@@ -76,6 +76,11 @@ Seconds = Annotated[float, Field(ge=0, le=10**9, allow_inf_nan=False)]
 EARLIEST_YEAR, LATEST_YEAR = 1970, 2999
 MAX_OFFSET = timedelta(hours=14)  # the widest UTC offset in use (Pacific/Kiritimati)
 MAX_JSON_DEPTH = 64
+# A driver refreshes its run's heartbeat this often (runner/heartbeat.py); a run whose driver
+# is on another host is taken for dead once its heartbeat is STALE_HEARTBEATS intervals old.
+HEARTBEAT_SECONDS = 10.0
+STALE_HEARTBEATS = 3
+HeartbeatSeconds = Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)]
 
 
 def _sane_time(value: datetime) -> datetime:
@@ -159,6 +164,8 @@ class RunCreate(_In):
     params: JsonObject = Field(default_factory=dict)
     code_ref: str | None = None
     driver_pid: Pid | None = None
+    host: NameStr | None = None  # where the driver runs (runner/heartbeat.py: this_host)
+    heartbeat_seconds: HeartbeatSeconds | None = None  # how often its driver will beat
 
 
 class RunUpdate(_In):
@@ -170,6 +177,8 @@ class RunUpdate(_In):
     started_at: Timestamp | None = None
     ended_at: Timestamp | None = None
     driver_pid: Pid | None = None
+    # Ask the run's driver to cancel (it sees this with its next heartbeat): only true.
+    cancel_requested: Literal[True] | None = None
 
 
 class RunOut(_Out):
@@ -188,6 +197,20 @@ class RunOut(_Out):
     created_at: datetime
     started_at: datetime | None
     ended_at: datetime | None
+    host: str | None = None
+    heartbeat_seconds: float | None = None
+    heartbeat_at: datetime | None = None
+    # Seconds since the last heartbeat (or the run's creation), by the server's clock: no
+    # skew between the driver's machine and the one asking.
+    heartbeat_age: float | None = None
+    cancel_requested_at: datetime | None = None
+
+    @property
+    def heartbeat_stale(self) -> bool:
+        """Whether the driver missed STALE_HEARTBEATS beats (never, if it does not beat)."""
+        if self.heartbeat_seconds is None or self.heartbeat_age is None:
+            return False
+        return self.heartbeat_age > STALE_HEARTBEATS * self.heartbeat_seconds
 
 
 class ReapRequest(_In):

@@ -46,14 +46,22 @@ def slowflow() -> None:
 """
 
 
-def start_run(tmp_path: Path, stack: str, marker: Path) -> subprocess.Popen[str]:
+def start_run(tmp_path: Path, stack: str, marker: Path, **env: str) -> subprocess.Popen[str]:
     flow = tmp_path / "slow_flow.py"
     flow.write_text(SLOW_FLOW)
     return subprocess.Popen(
         [MLSTACK, "run", f"{flow}:slowflow", "--stack", stack],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        env=dict(os.environ, MLSTACK_TEST_MARKER=str(marker)),
+        env=dict(os.environ, MLSTACK_TEST_MARKER=str(marker), **env),
     )  # fmt: skip
+
+
+def started_step(driver: subprocess.Popen[str], marker: Path) -> psutil.Process:
+    """The slow step's process, once it runs (it writes its pid to ``marker``)."""
+    wait_for("the slow step to start", lambda: marker.exists() or driver.poll(), 120)
+    assert driver.poll() is None, driver.communicate()
+    wait_for("the step to write its pid", lambda: marker.read_text().strip() != "")
+    return psutil.Process(int(marker.read_text()))
 
 
 def wait_for(what: str, check: object, timeout: float = 600) -> None:
@@ -123,10 +131,7 @@ def test_down_refuses_during_a_run_and_force_cancels_it_local(
         marker = tmp_path / "slow.pid"
         driver = start_run(tmp_path, name, marker)
         cleanup.append(driver)
-        wait_for("the slow step to start", lambda: marker.exists() or driver.poll(), 120)
-        assert driver.poll() is None, driver.communicate()
-        wait_for("the step to write its pid", lambda: marker.read_text().strip() != "")
-        step = psutil.Process(int(marker.read_text()))
+        step = started_step(driver, marker)
         tree = psutil.Process(driver.pid).children(recursive=True)
         assert step.pid in {p.pid for p in tree}
         check_refused_then_forced(name, store, driver, tree)
@@ -167,3 +172,69 @@ def test_down_refuses_during_a_run_and_force_cancels_it_docker(
         tree = psutil.Process(driver.pid).children(recursive=True)
         check_refused_then_forced(name, store, driver, tree)
         assert client.containers.list(all=True, filters=label) == []
+
+
+def start_remote_run(tmp_path: Path, stack: str, marker: Path, host: str) -> subprocess.Popen[str]:
+    """A real driver that records ``host`` as its machine (MLSTACK_HOSTNAME), beating every
+    0.5 s: to this host's `down` it is a teammate's run on a shared stack."""
+    return start_run(
+        tmp_path, stack, marker, MLSTACK_HOSTNAME=host, MLSTACK_HEARTBEAT_SECONDS="0.5"
+    )
+
+
+def test_down_sees_runs_driven_from_another_host_and_force_cancels_them(
+    tmp_path: Path, cleanup: list[subprocess.Popen[str]]
+) -> None:
+    from runner.metadata.client import MetadataClient
+
+    name = "it-down-remote"
+    home = tmp_path / "home"
+    home.mkdir()
+    elsewhere = f"laptop-{os.urandom(3).hex()}"
+    with stack_up(home, name, f"name: {name}\nprovider: local\n") as up:
+        meta = up["outputs"]["metadata"]
+        client = MetadataClient(meta["url"], meta["token"])
+        # A teammate's run: `down` names it and where it runs, and leaves it alone.
+        first = start_remote_run(tmp_path, name, tmp_path / "first.pid", elsewhere)
+        cleanup.append(first)
+        started_step(first, tmp_path / "first.pid")
+        first_id = run_id_of(name)
+        record = client.get_run(first_id)
+        assert record.host == elsewhere and record.heartbeat_seconds == 0.5
+        refused = run_cli("down", name, "--yes")
+        assert refused.returncode == 1, refused.stderr
+        line = refused.stderr.strip()
+        assert first_id[:12] in line and f"on host {elsewhere}" in line and "--force" in line
+        assert first.poll() is None, "down without --force stopped the run"
+        assert client.get_run(first_id).heartbeat_age < 1.5  # it keeps beating
+
+        # Its driver dies without a word: once its heartbeat is stale the run is not active.
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+        time.sleep(2.0)  # > 3 heartbeat intervals
+        second = start_remote_run(tmp_path, name, tmp_path / "second.pid", elsewhere)
+        cleanup.append(second)
+        step = started_step(second, tmp_path / "second.pid")
+        tree = psutil.Process(second.pid).children(recursive=True)
+        assert step.pid in {p.pid for p in tree}
+        dead = client.get_run(first_id)
+        assert dead.status == "failed", dead
+        assert dead.error == f"driver on {elsewhere} stopped sending heartbeats"
+        second_id = next(r.id for r in client.list_runs(stack=name, status="running"))
+        refused = run_cli("down", name, "--yes")
+        assert refused.returncode == 1 and second_id[:12] in refused.stderr
+        assert first_id[:12] not in refused.stderr
+
+        # --force: the remote driver sees the cancel request with its heartbeat, stops its
+        # steps and exits as on Ctrl-C; down waits for that, then tears down.
+        forced = run_cli("down", name, "--yes", "--force", timeout=300)
+        assert forced.returncode == 0, forced.stderr
+        assert f"cancelled run {second_id[:12]} (slowflow, on host {elsewhere})" in forced.stderr
+        assert second.poll() is not None, "the remote driver still runs after down --force"
+        _, err = second.communicate(timeout=30)
+        assert second.returncode == 130, err
+        assert "slow: cancelled" in err and "after: skipped" in err, err
+        for proc in tree:
+            assert gone(proc.pid), f"process {proc.pid} of the run survived down --force"
+        status = json.loads(run_cli("status", name, "--json", check=True).stdout)
+        assert status["status"] == "destroyed"

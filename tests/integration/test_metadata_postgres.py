@@ -183,3 +183,38 @@ def test_client_round_trip_on_postgres(server: ServerProcess, cluster: Cluster) 
     with psycopg.connect(cluster.url("metadata")) as conn:
         row = conn.execute("SELECT count(*) FROM runs WHERE id = %s", (run.id,)).fetchone()
         assert row == (1,)
+
+
+def test_an_older_postgres_database_gets_the_heartbeat_columns(cluster: Cluster) -> None:
+    """A database from before run heartbeats: the server adds the columns, old rows stay."""
+    import psycopg
+
+    new_columns = ("host", "heartbeat_seconds", "heartbeat_at", "cancel_requested_at")
+    with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE metadata_old")
+    first = start_server(cluster.url("metadata_old"), TOKEN)
+    try:
+        with MetadataClient(first.url, TOKEN) as client:
+            old = client.create_run("pg-old", "shared", driver_pid=os.getpid())
+    finally:
+        first.stop()
+    with psycopg.connect(cluster.url("metadata_old"), autocommit=True) as conn:
+        for column in new_columns:
+            conn.execute(f"ALTER TABLE runs DROP COLUMN {column}")
+    again = start_server(cluster.url("metadata_old"), TOKEN)
+    try:
+        with MetadataClient(again.url, TOKEN) as client:
+            kept = client.get_run(old.id)
+            assert kept.host is None and kept.heartbeat_age is None
+            assert client.heartbeat(old.id).heartbeat_at is not None
+            new = client.create_run("pg-old", "shared", host="laptop-b", heartbeat_seconds=10)
+            asked = client.update_run(new.id, cancel_requested=True)
+            assert asked.host == "laptop-b" and asked.cancel_requested_at is not None
+            assert asked.cancel_requested_at.tzinfo is not None  # timestamptz, as created
+    finally:
+        again.stop()
+    with psycopg.connect(cluster.url("metadata_old")) as conn:
+        rows = conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'runs'"
+        ).fetchall()
+    assert set(new_columns) <= {name for (name,) in rows}

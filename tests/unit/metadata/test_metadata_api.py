@@ -74,7 +74,7 @@ def test_every_other_endpoint_refuses_a_missing_or_wrong_token(app_client: TestC
                 assert response.json()["detail"] == "missing or invalid bearer token"
                 assert response.headers["www-authenticate"] == "Bearer"
             checked += 1
-    assert checked == 33  # every endpoint of the API but /health
+    assert checked == 34  # every endpoint of the API but /health
 
 
 def test_create_app_rejects_an_empty_token(tmp_path: Path) -> None:
