@@ -326,10 +326,15 @@ def test_stacks_page_shows_provider_ttl_countdown_health_and_spend(
     status = json.loads(run_cli("status", STACK, "--json", check=True).stdout)
     browser.get(f"{logged_in['base']}/ui/#/stacks")
     wait_text(browser, f'#stacks-body tr[data-stack="{STACK}"] td.provider', "local")
-    row = wait_for(browser, f'#stacks-body tr[data-stack="{STACK}"]')[0]
-    cells = {
-        c: row.find_element("css selector", f"td.{c}").text for c in ("ttl", "health", "spend")
-    }
+    row = f'#stacks-body tr[data-stack="{STACK}"]'
+
+    def read_cells(driver: Any) -> dict[str, str]:  # the row, re-found if a poll redrew it
+        return {
+            c: driver.find_element("css selector", f"{row} td.{c}").text
+            for c in ("ttl", "health", "spend")
+        }
+
+    cells: dict[str, str] = _wait(browser).until(read_cells)
     assert cells["ttl"].endswith("left") and cells["ttl"].startswith("3h"), cells
     assert cells["health"] == f"{len(status['services'])} healthy", cells
     assert cells["spend"] == "$0.00", cells  # a local stack costs nothing, via the same code path
