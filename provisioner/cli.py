@@ -28,11 +28,20 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 @cli.command()
 @click.argument("spec_file", type=SPEC)
-def validate(spec_file: Path) -> None:
-    """Check a stack spec and show it with every default filled in."""
+@click.option(
+    "--json", "as_json", is_flag=True, help="The whole spec, every default filled in, as JSON."
+)
+def validate(spec_file: Path, as_json: bool) -> None:
+    """Check a stack spec: one line naming its flavors, or with --json the whole spec with
+    every default filled in (passwords in URLs masked)."""
     from stacks.spec import load_spec
 
     spec = load_spec(spec_file)
+    if as_json:
+        from provisioner.render import print_json
+
+        print_json({"file": str(spec_file), "valid": True, "spec": spec.redacted()})
+        return
     flavors = ", ".join(
         f"{name}={getattr(spec.components, name).flavor.value}"
         for name in type(spec.components).model_fields

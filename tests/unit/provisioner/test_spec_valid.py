@@ -392,3 +392,36 @@ def test_mlstack_validate_prints_one_line_for_a_valid_spec(tmp_path: Path) -> No
     assert "valid" in lines[0]
     assert "tracker=mlflow" in lines[0]
     assert "container_registry=none" in lines[0]
+
+
+def test_mlstack_validate_json_is_the_whole_spec_with_defaults_and_no_password(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "stack.yaml"
+    path.write_text(
+        "name: demo\nprovider: local\ncomponents:\n  metadata:\n"
+        "    database_url: postgresql://ml:hunter2@db.example/meta\n",
+        encoding="utf-8",
+    )
+
+    proc = run_mlstack("validate", str(path), "--json", home=tmp_path / "home")
+
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["file"] == str(path) and data["valid"] is True
+    assert data["spec"] == json.loads(json.dumps(load_spec(path).redacted()))
+    components = data["spec"]["components"]
+    assert components["tracker"]["flavor"] == "mlflow"  # a default, filled in
+    assert components["orchestrator"]["flavor"] == "local"
+    assert components["metadata"]["database_url"] == "postgresql://ml:***@db.example/meta"
+    assert "hunter2" not in proc.stdout
+
+
+def test_mlstack_validate_json_of_a_bad_spec_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "stack.yaml"
+    path.write_text("name: demo\nprovider: local\ncolour: red\n", encoding="utf-8")
+
+    proc = run_mlstack("validate", str(path), "--json", home=tmp_path / "home")
+
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert len(proc.stderr.strip().splitlines()) == 1 and "colour" in proc.stderr
