@@ -93,7 +93,10 @@ def _matching_runs(client: MetadataClient, stack: str, ref: str) -> list[str]:
 @click.argument("step", required=False)
 @RUN_STACK_OPTION
 @click.option("--follow", "-f", is_flag=True, help="Stream the steps' logs until they end.")
-def logs(run_id: str, step: str | None, stack: str | None, follow: bool) -> None:
+@click.option(
+    "--json", "as_json", is_flag=True, help="Each step's attempts and their text, as JSON."
+)
+def logs(run_id: str, step: str | None, stack: str | None, follow: bool, as_json: bool) -> None:
     """Print a run's step logs (stdout and stderr), from the artifact store.
 
     With --follow, a running step's log is streamed as it grows, until the step ends (for a
@@ -102,11 +105,20 @@ def logs(run_id: str, step: str | None, stack: str | None, follow: bool) -> None
     from provisioner.cli_runs import metadata_client
     from runner.entrypoint import artifact_store_for
 
+    if follow and as_json:
+        raise UsageError("--json and --follow do not go together", "drop one of them")
     outputs, detail = find_run(run_id, stack)
     if step and step not in {s.name for s in detail.steps} and not follow:
         names = ", ".join(s.name for s in detail.steps)
         raise UsageError(f"run {detail.id[:12]} has no step {step!r}", f"steps: {names}")
     store = artifact_store_for(outputs)
+    if as_json:
+        from provisioner.render import print_json
+
+        wanted = [s for s in detail.steps if step is None or s.name == step]
+        steps = [_step_log_data(outputs, store, detail.id, s) for s in wanted]
+        print_json({"run_id": detail.id, "stack": outputs.stack, "steps": steps})
+        return
     if follow:
         with metadata_client(outputs) as client:
             _follow(client, store, detail.id, step)
@@ -158,6 +170,33 @@ def _cloudwatch_fallback(
             f" (job {job.job_id}); the artifact store holds no log of it ====="
         )
         click.echo("\n".join(job.lines) if job.lines else "(the stream is empty)")
+
+
+def _step_log_data(outputs: StackOutputs, store: Any, run_id: str, step: Any) -> dict[str, Any]:
+    """``{name, status, attempts: [{attempt, source, uri, text}]}`` for ``logs --json``:
+    each attempt's text from the artifact store, else (a Batch job) from CloudWatch Logs;
+    ``source`` and ``text`` are null for an attempt whose log is in neither."""
+    uris = _attempt_logs(store, run_id, step)
+    missing = [u for u in uris if not store.exists(u)]
+    jobs: list[Any] = []
+    if outputs.orchestrator.kind == "aws_batch" and (missing or not uris):
+        from runner.cloudwatch_logs import step_job_logs
+
+        jobs = step_job_logs(outputs, run_id, step.name, step.id)
+    attempts: list[dict[str, Any]] = []
+    for n in range(max(len(uris), len(jobs))):
+        uri = uris[n] if n < len(uris) else None
+        entry: dict[str, Any] = {"attempt": n + 1, "source": None, "uri": uri, "text": None}
+        if uri and uri not in missing:
+            entry |= {"source": "artifact_store", "text": store.read_text(uri)}
+        elif n < len(jobs) and jobs[n].lines is not None:
+            job = jobs[n]
+            text = "".join(f"{line}\n" for line in job.lines)
+            where = f"cloudwatch:{job.group}/{job.stream}"
+            entry |= {"source": "cloudwatch_logs", "text": text, "uri": where}
+            entry["job_id"] = job.job_id
+        attempts.append(entry)
+    return {"name": step.name, "status": step.status.value, "attempts": attempts}
 
 
 def _attempt_logs(store: Any, run_id: str, step: Any) -> list[str]:

@@ -5,6 +5,7 @@ stream (labelled as such) when the bucket holds no log of a step."""
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from pathlib import Path
@@ -51,15 +52,31 @@ def test_a_step_log_missing_from_the_store_comes_from_cloudwatch(
     assert "from CloudWatch Logs" in gone and "holds no log of it" in gone
     assert "large: sleeping 1.0 s after 1.0" in gone
     assert "small: sleeping 1.0 s" in kept and "CloudWatch" not in kept
+    data = {
+        step: json.loads(text)["steps"][0]["attempts"]
+        for step, text in _cli_logs(
+            stack, result.run_id, "large", "small", flags=("--json",)
+        ).items()
+    }
+    [from_cloudwatch], [from_store] = data["large"], data["small"]
+    assert from_cloudwatch["source"] == "cloudwatch_logs" and from_cloudwatch["job_id"]
+    assert "large: sleeping 1.0 s after 1.0" in from_cloudwatch["text"]
+    assert from_store["source"] == "artifact_store" and from_store["uri"].startswith("s3://")
+    assert "small: sleeping 1.0 s" in from_store["text"]
 
 
-def _cli_logs(batch: BatchStack, run_id: str, *steps: str) -> dict[str, str]:
+def _cli_logs(
+    batch: BatchStack, run_id: str, *steps: str, flags: tuple[str, ...] = ()
+) -> dict[str, str]:
     """``mlstack logs RUN STEP`` of each step, with the harness's stack recorded as `up` would."""
     registry = StateRegistry()
     record = _record(batch)
     registry.save(record)
     try:
-        procs = {s: run_cli("logs", run_id, s, "--stack", record.name, timeout=120) for s in steps}
+        procs = {
+            s: run_cli("logs", run_id, s, "--stack", record.name, *flags, timeout=120)
+            for s in steps
+        }
     finally:
         registry.save(record.model_copy(update={"status": "destroyed"}))
     for proc in procs.values():

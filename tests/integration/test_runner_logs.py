@@ -186,6 +186,23 @@ def test_a_step_killed_by_sigkill_keeps_what_it_printed(stacks: dict, flow: Path
     assert "(no log recorded)" not in log
 
 
+def test_logs_json_gives_each_steps_attempts_and_text(stacks: dict, flow: Path) -> None:
+    proc = run_cli("run", f"{flow}:kill_flow", "--stack", STACK, "--no-cache", "--json")
+    assert proc.returncode == 1, proc.stderr
+    run_id = json.loads(proc.stdout)["run_id"]
+    data = json.loads(run_cli("logs", run_id[:12], "--json", check=True).stdout)
+    assert data["run_id"] == run_id and data["stack"] == STACK
+    [step] = data["steps"]
+    assert step["name"] == "killed" and step["status"] == "failed"
+    [attempt] = step["attempts"]
+    assert attempt["attempt"] == 1 and attempt["source"] == "artifact_store"
+    assert attempt["uri"].startswith("file://") and attempt["uri"].endswith(".log")
+    assert "before the kill: stdout line" in attempt["text"]
+    assert "before the kill: stderr line" in attempt["text"]
+    both = run_cli("logs", run_id, "--json", "--follow")
+    assert both.returncode == 2 and "--json and --follow" in both.stderr
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_a_step_cancelled_by_ctrl_c_on_a_hang_keeps_its_lines(
     stacks: dict, flow: Path, sig: signal.Signals
