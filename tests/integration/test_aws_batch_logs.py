@@ -52,12 +52,8 @@ def test_a_step_log_missing_from_the_store_comes_from_cloudwatch(
     assert "from CloudWatch Logs" in gone and "holds no log of it" in gone
     assert "large: sleeping 1.0 s after 1.0" in gone
     assert "small: sleeping 1.0 s" in kept and "CloudWatch" not in kept
-    data = {
-        step: json.loads(text)["steps"][0]["attempts"]
-        for step, text in _cli_logs(
-            stack, result.run_id, "large", "small", flags=("--json",)
-        ).items()
-    }
+    shown = _cli_logs(stack, result.run_id, "large", "small", flags=("--json",))
+    data = {step: json.loads(text)["steps"][0]["attempts"] for step, text in shown.items()}
     [from_cloudwatch], [from_store] = data["large"], data["small"]
     assert from_cloudwatch["source"] == "cloudwatch_logs" and from_cloudwatch["job_id"]
     assert "large: sleeping 1.0 s after 1.0" in from_cloudwatch["text"]
