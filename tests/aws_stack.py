@@ -268,6 +268,20 @@ def aws_batch_stack(local: dict[str, Any], base_image: str) -> Iterator[BatchSta
         yield BatchStack(outputs, program, made, credentials)
     finally:
         credentials.close()
+        _remove_local_images(str(data["container_registry"]["url"]))
+
+
+def _remove_local_images(repository: str) -> None:
+    """The images this harness built and pushed, out of the shared Docker Engine (by their
+    repository, unique to the harness: the label ``mlstack.stack`` is shared by harnesses
+    running at once)."""
+    import docker
+
+    engine = docker.from_env()
+    for image in engine.images.list(name=repository):
+        for tag in image.tags:
+            with contextlib.suppress(docker.errors.APIError):
+                engine.images.remove(tag, force=True)
 
 
 def engine_ready() -> str | None:

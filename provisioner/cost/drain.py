@@ -15,9 +15,10 @@ from typing import Literal
 
 from provisioner.state import StackRecord
 from provisioner.teardown import TeardownItem
+from stacks.common.docker_engine import remove_docker_objects
 from stacks.common.process import is_alive, stop
 from stacks.common.progress import Progress
-from stacks.local import pids, registry
+from stacks.local import pids
 
 
 def _endpoints(stack_dir: Path) -> list[tuple[Path, dict]]:
@@ -63,7 +64,7 @@ def drain_local(record: StackRecord, stack_dir: Path, progress: Progress) -> lis
         drained.append(TeardownItem(kind="endpoint", name=name, detail=", ".join(pids)))
         progress.update(f"endpoint {name}", "stopped", "drained")
     if _uses_docker(record):
-        for removed in registry.remove_docker_objects(record.name):
+        for removed in remove_docker_objects(record.name):
             kind, _, name = removed.partition(" ")
             drained.append(TeardownItem(kind=kind, name=name))
             progress.update(removed, "stopped", "drained")

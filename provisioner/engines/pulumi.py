@@ -400,11 +400,21 @@ class AwsEngine(PulumiEngine):
     plugins = {"aws": "pulumi_aws"}
 
     def _drain(self, record: StackRecord) -> list[TeardownItem]:
-        """Runtime resources and expiry schedules go first; destroy waits until none remain."""
+        """Runtime resources and expiry schedules go first; destroy waits until none remain.
+
+        The pipeline images built on this machine for the stack (pushed to its ECR
+        repository, labelled ``mlstack.stack=<name>``) leave the local Docker Engine too.
+        """
         from provisioner.sweep.aws_drain import drain_before_destroy
+        from stacks.common.docker_engine import remove_docker_objects
 
         region = str(getattr(record.spec, "region", None) or "")
-        return drain_before_destroy(record.name, record.stack_id, region, self.progress)
+        drained = drain_before_destroy(record.name, record.stack_id, region, self.progress)
+        for removed in remove_docker_objects(record.name):
+            kind, _, name = removed.partition(" ")
+            drained.append(TeardownItem(kind=kind, name=name, detail="local Docker Engine"))
+            self.progress.update(removed, "stopped", "removed from the local Docker Engine")
+        return drained
 
     def _configure(self, stack: Any, spec: StackSpec, record: StackRecord) -> None:
         """Also: build and push the metadata image during up, when the spec names none."""

@@ -50,3 +50,35 @@ def unreachable(err: BaseException) -> DockerUnavailable:
         f"Docker Engine is not reachable at {docker_host()}: start dockerd",
         "`sudo systemctl start docker` or `sudo dockerd &`, or set DOCKER_HOST to a running engine",
     )
+
+
+def remove_docker_objects(stack: str) -> list[str]:
+    """Remove the stack's step containers and built images from the local Docker Engine.
+
+    Everything mlstack creates in Docker carries the label ``mlstack.stack=<stack>``. Without
+    the docker SDK or a reachable engine there is nothing of the stack's to remove there.
+    """
+    try:
+        client = docker_client()
+    except DockerUnavailable:
+        return []
+    from docker.errors import DockerException
+
+    removed: list[str] = []
+    label = f"mlstack.stack={stack}"
+    for container in client.containers.list(
+        all=True, filters={"label": label}, ignore_removed=True
+    ):
+        try:
+            container.remove(force=True)
+            removed.append(f"container {container.short_id}")
+        except DockerException:
+            continue
+    for image in client.images.list(filters={"label": label}):
+        for tag in image.tags or [image.id]:
+            try:
+                client.images.remove(tag, force=True)
+                removed.append(f"image {tag}")
+            except DockerException:
+                continue
+    return removed

@@ -69,37 +69,3 @@ def outputs(ctx: LocalContext, port: int | None) -> RegistryOutputs:
     if not _enabled(ctx) or port is None:
         return NoRegistryOutputs()
     return LocalRegistryOutputs(url=f"127.0.0.1:{port}")
-
-
-def remove_docker_objects(stack: str) -> list[str]:
-    """Remove the stack's step containers and built images from the local Docker Engine.
-
-    Everything mlstack creates in Docker carries the label ``mlstack.stack=<stack>``. Without
-    the docker SDK or a reachable engine there is nothing of the stack's to remove there.
-    """
-    from stacks.common.docker_engine import DockerUnavailable, docker_client
-
-    try:
-        client = docker_client()
-    except DockerUnavailable:
-        return []
-    from docker.errors import DockerException
-
-    removed: list[str] = []
-    label = f"mlstack.stack={stack}"
-    for container in client.containers.list(
-        all=True, filters={"label": label}, ignore_removed=True
-    ):
-        try:
-            container.remove(force=True)
-            removed.append(f"container {container.short_id}")
-        except DockerException:
-            continue
-    for image in client.images.list(filters={"label": label}):
-        for tag in image.tags or [image.id]:
-            try:
-                client.images.remove(tag, force=True)
-                removed.append(f"image {tag}")
-            except DockerException:
-                continue
-    return removed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,57 @@ def test_down_drains_before_destroy_starts(
     drained = [str(item) for item in result.drained]
     assert f"sagemaker:endpoint mlstack-{stack.stack_id}-endpoint" in drained
     assert result.stopped == ["pulumi destroy"] and result.kept == []
+
+
+@pytest.mark.docker
+def test_down_removes_the_stacks_pipeline_images_from_the_local_engine(
+    aws_env: str, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Images built here for an AWS stack (pushed to its ECR repository) carry the label
+    ``mlstack.stack=<name>``; `down` removes them from this machine's Docker Engine, and no
+    other stack's."""
+    import io
+
+    import docker
+
+    from provisioner.engines.pulumi import AwsEngine, PulumiEngine
+    from provisioner.state import StackRecord, StateRegistry
+    from stacks.common.progress import NullProgress
+
+    try:
+        engine = docker.from_env()
+        engine.ping()
+    except Exception as exc:
+        pytest.skip(f"no Docker Engine reachable ({type(exc).__name__})")
+    stack = create_stack(new_stack_id())
+    name = stack.stack_id.rsplit("-", 1)[0]
+    other = f"{name}-other"
+    tags = {}
+    for owner in (name, other):  # an empty image is enough: only labels and tags matter
+        tag = f"127.0.0.1:1/mlstack-{owner}:flow-{new_stack_id()}"
+        dockerfile = f"FROM scratch\nLABEL mlstack.stack={owner}\n".encode()
+        engine.images.build(fileobj=io.BytesIO(dockerfile), tag=tag, rm=True)
+        tags[owner] = tag
+    try:
+        record = StackRecord(
+            name=name,
+            stack_id=stack.stack_id,
+            provider="aws",
+            status="up",
+            spec={"name": name, "provider": "aws", "region": REGION},
+            spec_hash="x",
+        )
+        registry = StateRegistry(home)
+        registry.save(record)
+        monkeypatch.setattr(PulumiEngine, "_down", lambda self, rec: (["pulumi destroy"], []))
+        monkeypatch.setattr(PulumiEngine, "_command", lambda self: object())  # no Pulumi CLI
+        result = AwsEngine(registry, NullProgress()).down(name)
+        assert f"image {tags[name]} (local Docker Engine)" in [str(i) for i in result.drained]
+        assert engine.images.list(name=tags[name].rsplit(":", 1)[0]) == []
+        assert [i.tags for i in engine.images.list(name=tags[other].rsplit(":", 1)[0])] == [
+            [tags[other]]
+        ]
+    finally:
+        for tag in tags.values():
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                engine.images.remove(tag, force=True)
