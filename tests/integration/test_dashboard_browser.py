@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -196,6 +197,8 @@ def test_runs_list_and_a_run_dag_with_statuses(
     browser.get(f"{logged_in['base']}/ui/#/runs")
     rows = wait_for(browser, "#runs-body tr[data-run]", 3)
     assert {r.get_attribute("data-run") for r in rows} >= {first, stack["cached"]["run_id"]}
+    # Where each run's driver ran (this machine: no MLSTACK_HOSTNAME here).
+    wait_text(browser, f'#runs-body tr[data-run="{first}"] td.host', socket.gethostname())
     shot(browser, tmp_path, "runs")
     # The filter narrows the list to one pipeline's runs.
     browser.get(f"{logged_in['base']}/ui/#/runs?pipeline=failing")
@@ -206,6 +209,7 @@ def test_runs_list_and_a_run_dag_with_statuses(
         == (stack["failed_run"])
     )
     browser.get(f"{logged_in['base']}/ui/#/run/{first}")
+    wait_text(browser, "#run-header p", f"driven from {socket.gethostname()}")
     nodes = wait_for(browser, "#dag g.node", 5)
     assert {n.get_attribute("data-step"): n.get_attribute("data-status") for n in nodes} == {
         name: "completed" for name in ("numbers", "bounds", "total", "double", "report")

@@ -77,7 +77,7 @@ function runsView(query) {
   show(el("h2", { text: "Runs" }),
     el("div", { class: "filters" }, pipeline, status, since, limit),
     el("table", { id: "runs" }, el("thead", {}, el("tr", {},
-      ["Run", "Pipeline", "Stack", "Status", "Created", "Duration"].map((h) => el("th", { text: h })))), body));
+      ["Run", "Pipeline", "Stack", "Host", "Status", "Created", "Duration"].map((h) => el("th", { text: h })))), body));
   api("/pipelines").then((rows) => {
     for (const p of rows) pipeline.append(el("option", { value: p.name, text: p.name }));
     pipeline.value = params.get("pipeline") || "";
@@ -91,7 +91,8 @@ function runsView(query) {
       if (params.get("since")) runs = runs.filter((r) => r.created_at >= params.get("since"));
       body.replaceChildren(...runs.map((r) => el("tr", { "data-run": r.id },
         el("td", {}, el("a", { href: `#/run/${r.id}`, text: short(r.id) })),
-        el("td", { text: r.pipeline }), el("td", { text: r.stack }), el("td", {}, badge(r.status)),
+        el("td", { text: r.pipeline }), el("td", { text: r.stack }), el("td", { class: "host", text: r.host || "" }),
+        el("td", {}, badge(r.status)),
         el("td", { text: when(r.created_at) }), el("td", { text: seconds(r.started_at, r.ended_at) }))));
       setStatus(`${runs.length} runs · updated ${new Date().toLocaleTimeString()}`);
     } catch (err) { fail(err); }
@@ -199,7 +200,7 @@ function runView(runId, stepName) {
       }
       const done = ["completed", "failed", "cancelled"].includes(run.status);
       header.replaceChildren(el("h2", {}, `Run ${short(run.id)} · ${run.pipeline} `, badge(run.status)),
-        el("p", {}, `stack ${run.stack} · created ${when(run.created_at)} · duration ${seconds(run.started_at, run.ended_at)}`,
+        el("p", {}, `stack ${run.stack}${run.host ? ` · driven from ${run.host}` : ""} · created ${when(run.created_at)} · duration ${seconds(run.started_at, run.ended_at)}`,
           run.tracker_run_id ? el("span", { id: "mlflow" }, ` · MLflow run `, tracker
             ? el("a", { href: `${tracker}/#/runs/${encodeURIComponent(run.tracker_run_id)}`, target: "_blank", rel: "noopener", text: run.tracker_run_id })
             : el("code", { text: run.tracker_run_id })) : ""),
