@@ -53,6 +53,17 @@ def test_registered_as_aws_batch() -> None:
     assert isinstance(orchestrator_for(outputs()), AwsBatchOrchestrator)
 
 
+def test_a_kind_without_a_launcher_is_one_line_naming_the_known_ones() -> None:
+    """A Kubernetes stack's orchestrator has no launcher yet: `run` stops before anything."""
+    from runner.errors import RunnerError
+
+    with pytest.raises(RunnerError) as caught:
+        ORCHESTRATORS.get("kubernetes")
+    assert str(caught.value).startswith("orchestrator 'kubernetes' is not supported")
+    assert "\n" not in str(caught.value)
+    assert caught.value.hint == "known orchestrator kinds: aws_batch, docker, local"
+
+
 @pytest.mark.parametrize(
     ("cpu", "memory", "size"),
     [
