@@ -4,7 +4,10 @@ stack's metadata server from the bucket."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,17 +22,65 @@ from tests.integration.test_dashboard_browser import browser as browser  # the f
 pytestmark = pytest.mark.services
 
 
+class Gate:
+    """A TCP forwarder to ``target`` (host, port) on a port of its own that can be shut
+    (connections refused, as from a store that is down) and opened again on the same port."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._listener: socket.socket | None = None
+        self.open()
+
+    def open(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def shut(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # shut
+            upstream = socket.create_connection(self.target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
 @pytest.fixture(scope="module")
 def s3_stack(
     moto_server: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
-    """A local stack on a bucket it creates (and removes at ``down``), with one finished run."""
+    """A local stack on a bucket it creates (and removes at ``down``), with one finished run;
+    the stack reaches the bucket through a :class:`Gate` the tests can shut."""
     name = f"dash-s3-{uuid.uuid4().hex[:6]}"
     bucket = f"mlstack-dash-{uuid.uuid4().hex[:10]}"
+    host, port = moto_server.removeprefix("http://").split(":")
+    gate = Gate((host, int(port)))
     spec = (
         f"name: {name}\nprovider: local\ncomponents:\n"
         f"  artifact_store:\n    flavor: s3\n    bucket: {bucket}\n    prefix: runs\n"
-        f"    endpoint_url: {moto_server}\n    create: true\n"
+        f"    endpoint_url: {gate.url}\n    create: true\n"
         "  tracker: none\n  deployer: none\n"
     )
     with pytest.MonkeyPatch.context() as env:
@@ -42,7 +93,11 @@ def s3_stack(
         with stack_up(home, name, spec) as up:
             proc = run_cli("run", f"{TOY}:fan", "--stack", name, "--json", timeout=300)
             assert proc.returncode == 0, proc.stderr[-3000:]
-            yield {**up, "name": name, "moto": moto_server, "run": json.loads(proc.stdout)}
+            yield {
+                **up, "name": name, "moto": moto_server, "gate": gate,
+                "run": json.loads(proc.stdout),
+            }  # fmt: skip
+        gate.shut()
 
 
 def test_the_log_panel_reads_and_follows_step_logs_in_the_bucket(
@@ -75,3 +130,25 @@ def test_the_log_panel_reads_and_follows_step_logs_in_the_bucket(
         assert panel.text.count("first line") == 1
         client.update_step(step.id, status="completed")
         client.update_run(run.id, status="completed")
+
+
+def test_the_log_panel_says_why_while_the_store_is_down_and_shows_the_log_once_it_is_back(
+    s3_stack: dict[str, Any], browser: Any
+) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    out = run_cli("ui", s3_stack["name"], "--no-browser", check=True).stdout
+    browser.get(next(line for line in out.splitlines() if line.startswith("http")))
+    meta = s3_stack["outputs"]["metadata"]
+    gate: Gate = s3_stack["gate"]
+    gate.shut()
+    try:
+        browser.get(f"{meta['url']}/ui/#/run/{s3_stack['run']['run_id']}/numbers")
+        note = wait_text(browser, "#step-log", "cannot be read now")
+        assert "retrying" in note.text
+    finally:
+        gate.open()
+    wait_text(browser, "#step-log", "making 5 numbers")
+    WebDriverWait(browser, 10).until(
+        lambda d: "retrying" not in d.find_element("css selector", "#step-log").text
+    )

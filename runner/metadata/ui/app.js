@@ -270,12 +270,18 @@ function followLog(pre, step) {
     if (!pre.isConnected) return; // the view moved on
     try {
       const chunk = await api(`/steps/${step.id}/log?offset=${offset}`);
+      if (pre.classList.contains("note")) { pre.textContent = ""; pre.classList.remove("note"); }
       if (chunk.text) pre.append(chunk.text);
       offset = chunk.next_offset;
       if (chunk.next_offset < chunk.size) return poll();
       if (live) setTimeout(poll, POLL_MS);
     } catch (err) {
       if (err.status === 404 && live) { setTimeout(poll, POLL_MS); return; }
+      if (err.status === 503) { // the store does not answer now: say why, and try again
+        if (!offset) { pre.textContent = `${err.message} (retrying)`; pre.classList.add("note"); }
+        setTimeout(poll, POLL_MS);
+        return;
+      }
       pre.textContent = err.message;
       pre.classList.add("note");
     }
