@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from stack_resources import REGION, client, create_stack, exists, new_stack_id
 
 from provisioner.sweep import drain_aws
+
+if TYPE_CHECKING:
+    from provisioner.state import StateRegistry
 
 pytestmark = pytest.mark.services
 
@@ -44,25 +48,31 @@ def test_drain_removes_endpoints_configs_models_definitions_and_images(aws_env: 
     assert again.drained == []
 
 
+def recorded(home: Path, stack_id: str) -> StateRegistry:
+    """The registry under ``home`` with an up AWS stack ``stack_id`` recorded, as `up` leaves it."""
+    from provisioner.state import StackRecord, StateRegistry
+
+    name = stack_id.rsplit("-", 1)[0]
+    spec = {"name": name, "provider": "aws", "region": REGION}
+    registry = StateRegistry(home)
+    registry.save(
+        StackRecord(
+            name=name, stack_id=stack_id, provider="aws", status="up", spec=spec, spec_hash="x"
+        )
+    )
+    return registry
+
+
 def test_down_drains_before_destroy_starts(
     aws_env: str, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from provisioner.engines.pulumi import AwsEngine, PulumiEngine
-    from provisioner.state import StackRecord, StateRegistry
+    from provisioner.state import StackRecord
     from stacks.common.progress import NullProgress
 
     stack = create_stack(new_stack_id())
     name = stack.stack_id.rsplit("-", 1)[0]
-    record = StackRecord(
-        name=name,
-        stack_id=stack.stack_id,
-        provider="aws",
-        status="up",
-        spec={"name": name, "provider": "aws", "region": REGION},
-        spec_hash="x",
-    )
-    registry = StateRegistry(home)
-    registry.save(record)
+    registry = recorded(home, stack.stack_id)
     seen: dict[str, bool] = {}
 
     def destroy(self: PulumiEngine, rec: StackRecord) -> tuple[list[str], list[str]]:
@@ -91,7 +101,6 @@ def test_down_removes_the_stacks_pipeline_images_from_the_local_engine(
     import docker
 
     from provisioner.engines.pulumi import AwsEngine, PulumiEngine
-    from provisioner.state import StackRecord, StateRegistry
     from stacks.common.progress import NullProgress
 
     try:
@@ -109,16 +118,7 @@ def test_down_removes_the_stacks_pipeline_images_from_the_local_engine(
         engine.images.build(fileobj=io.BytesIO(dockerfile), tag=tag, rm=True)
         tags[owner] = tag
     try:
-        record = StackRecord(
-            name=name,
-            stack_id=stack.stack_id,
-            provider="aws",
-            status="up",
-            spec={"name": name, "provider": "aws", "region": REGION},
-            spec_hash="x",
-        )
-        registry = StateRegistry(home)
-        registry.save(record)
+        registry = recorded(home, stack.stack_id)
         monkeypatch.setattr(PulumiEngine, "_down", lambda self, rec: (["pulumi destroy"], []))
         monkeypatch.setattr(PulumiEngine, "_command", lambda self: object())  # no Pulumi CLI
         result = AwsEngine(registry, NullProgress()).down(name)
