@@ -150,13 +150,10 @@ def _wait_exited(procs: list[psutil.Process], timeout: float) -> list[psutil.Pro
     An exited driver whose parent has not reaped it yet (a zombie) counts as exited:
     ``psutil.wait_procs`` would wait the whole timeout for it.
     """
-    import psutil
+    from stacks.common.process import is_alive
 
-    def running(proc: psutil.Process) -> bool:
-        try:
-            return proc.status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return False
+    def running(proc: psutil.Process) -> bool:  # create_time: psutil's, kept from the start
+        return is_alive(proc.pid, proc.create_time())
 
     deadline = time.monotonic() + timeout
     left = [proc for proc in procs if running(proc)]
